@@ -1,0 +1,74 @@
+"""The ``em-interp`` command line: a thin layer over the library (subcommands mirror library functions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    if model:
+        p.add_argument("--model", default="smollm2-135m-instruct", help="model name, HF id, local dir or .gguf (default: embedded SmolLM2)")
+        p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="em-interp", description="Interpretability toolkit for emergent-misalignment research.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("directions", help="mean-difference direction (positive − negative) at every layer")
+    _common(p)
+    p.add_argument("--positive", required=True, help="JSONL/TXT file or data:NAME[:SPLIT] (e.g. data:safety_harmful:train)")
+    p.add_argument("--negative", required=True, help="JSONL/TXT file or data:NAME[:SPLIT]")
+    p.add_argument("--position", default="last_prompt", choices=["last_prompt", "post_instruction", "response_mean", "all"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
+
+    p = sub.add_parser("concepts", help="concept vectors per domain and their cosine matrix per layer")
+    _common(p)
+    p.add_argument("--concepts", nargs="+", default=["data:builtin"], help="directory of JSONL files, files, data:NAME specs, or data:builtin (the 7 domains)")
+    p.add_argument("--baseline", default="data:baseline", help="baseline prompts (file or data:NAME)")
+    p.add_argument("--position", default="last_prompt", choices=["last_prompt", "post_instruction", "response_mean", "all"])
+    p.add_argument("--target", default=None, help="concept for the similarity sweep plot (default: the first)")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many prompts per set")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
+
+    p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
+    _common(p)
+    p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from interp.io import InputError
+
+    from . import experiments
+
+    try:
+        if args.command == "directions":
+            res = experiments.run_directions(args.model, args.positive, args.negative, args.out, position=args.position,
+                                             batch_size=args.batch_size, backend=args.backend, device=args.device)
+        elif args.command == "concepts":
+            res = experiments.run_concepts(args.model, args.concepts, args.baseline, args.out, position=args.position,
+                                           target=args.target, batch_size=args.batch_size, backend=args.backend,
+                                           device=args.device, limit=args.limit)
+        elif args.command == "demo":
+            res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
+        else:  # pragma: no cover - argparse guards this
+            raise AssertionError(args.command)
+    except InputError as e:
+        print(f"em-interp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Short experiments over the library: each loads inputs, calls the library, writes artifacts + a run sidecar."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from interp import load_model
+from interp.concepts import concept_vectors
+from interp.directions import mean_diff
+from interp.io import InputError, load_items, versions, write_json
+from probes import datasets
+
+from . import plots
+
+
+def resolve_items(spec: str) -> list:
+    """Items from ``data:NAME[:SPLIT]`` (a shipped data set) or a JSONL/TXT file path."""
+    if spec.startswith("data:"):
+        parts = spec.split(":")
+        return datasets.prompts(parts[1], parts[2] if len(parts) > 2 else None)
+    return load_items(spec)
+
+
+def run_directions(model_name: str, positive: str, negative: str, out: str | Path, *, position: str = "last_prompt",
+                   batch_size: int = 16, backend: str = "hooks", device: str | None = None) -> dict:
+    """Mean-diff direction positive − negative at every layer → ``out/directions.safetensors`` (+ JSON, PNG)."""
+    t0 = time.time()
+    pos_items, neg_items = resolve_items(positive), resolve_items(negative)
+    model = load_model(model_name, device=device)
+    d = mean_diff(model, pos_items, neg_items, position=position, batch_size=batch_size, backend=backend,
+                  meta={"positive": positive, "negative": negative})
+    out = Path(out)
+    path = d.save(out / "directions.safetensors")
+    fig = plots.direction_norms(d.norms[-1], d.layers, out / "direction_norms")
+    run = {"command": "directions", "model": model_name, "positive": positive, "negative": negative, "position": position,
+           "n_positive": len(pos_items), "n_negative": len(neg_items), "wall_s": round(time.time() - t0, 2), "versions": versions()}
+    write_json(out / "run.json", run)
+    return {"directions": str(path), "figures": [str(p) for p in fig], "run": str(out / "run.json")}
+
+
+def run_concepts(model_name: str, concepts: Sequence[str], baseline: str, out: str | Path, *, position: str = "last_prompt",
+                 target: str | None = None, batch_size: int = 16, backend: str = "hooks", device: str | None = None,
+                 limit: int | None = None) -> dict:
+    """Concept vectors for each concept source against ``baseline`` → safetensors, JSON and heatmap/sweep PNGs.
+
+    ``concepts``: ``data:builtin`` (the seven shipped harmful domain sets), a directory of JSONL files (one concept
+    per file, named by its stem), or a list of files / ``data:`` specs.
+    """
+    t0 = time.time()
+    sets = resolve_concepts(concepts, limit)
+    base_items = resolve_items(baseline)[:limit] if limit else resolve_items(baseline)
+    model = load_model(model_name, device=device)
+    cv = concept_vectors(model, sets, base_items, position=position, batch_size=batch_size, backend=backend)
+    out = Path(out)
+    path = cv.save(out / "concepts.safetensors")
+    cos = cv.cosine()
+    figs = plots.concept_heatmaps(cos, cv.names, cv.layers, out / "concept_cosine", title=f"{model_name}: concept-vector cosine")
+    target = target or cv.names[0]
+    figs += plots.similarity_sweep(cv.similarity_to(target), cv.names, cv.layers, target, out / "concept_similarity_sweep")
+    run = {"command": "concepts", "model": model_name, "concepts": {k: len(v) for k, v in sets.items()}, "baseline": baseline,
+           "position": position, "wall_s": round(time.time() - t0, 2), "versions": versions()}
+    write_json(out / "run.json", run)
+    return {"concepts": str(path), "figures": [str(p) for p in figs], "run": str(out / "run.json")}
+
+
+def resolve_concepts(specs: Sequence[str], limit: int | None = None) -> dict[str, list]:
+    if list(specs) == ["data:builtin"]:
+        sets = {d: datasets.prompts(f"{d}_harmful", "train") for d in datasets.DOMAINS}
+    else:
+        sets = {}
+        for spec in specs:
+            p = Path(spec)
+            if p.is_dir():
+                files = sorted(p.glob("*.jsonl"))
+                if not files:
+                    raise InputError(f"{p}: directory holds no .jsonl files")
+                sets.update({f.stem: load_items(f) for f in files})
+            else:
+                sets[spec.split(":")[1] if spec.startswith("data:") else p.stem] = resolve_items(spec)
+    return {k: v[:limit] if limit else v for k, v in sets.items()}
+
+
+def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_domain: int = 12, device: str | None = None) -> dict:
+    """The pre-pipeline demo: refusal direction (harmful vs harmless, all 7 domains, train split) and the
+    7-domain concept cosine matrices on one model, with figures."""
+    t0 = time.time()
+    out = Path(out)
+    harmful = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", "train", per_domain)]
+    harmless = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "train", per_domain)]
+    model = load_model(model_name, device=device)
+    refusal = mean_diff(model, harmful, harmless, position="last_prompt", meta={"what": "refusal direction"})
+    paths = {"refusal_direction": str(refusal.save(out / "refusal_direction.safetensors"))}
+    figs = plots.direction_norms(refusal.norms[-1], refusal.layers, out / "refusal_direction_norms")
+    sets = {datasets.DOMAIN_TITLES[d]: datasets.prompts(f"{d}_harmful", "train", per_domain) for d in datasets.DOMAINS}
+    cv = concept_vectors(model, sets, datasets.prompts("baseline", "train"))
+    paths["concepts"] = str(cv.save(out / "concepts.safetensors"))
+    figs += plots.concept_heatmaps(cv.cosine(), cv.names, cv.layers, out / "concept_cosine", title=f"{model_name}: 7-domain concept cosine")
+    figs += plots.similarity_sweep(cv.similarity_to("Safety"), cv.names, cv.layers, "Safety", out / "concept_similarity_to_safety")
+    run = {"command": "demo", "model": model_name, "per_domain": per_domain, "n_harmful": len(harmful), "n_harmless": len(harmless),
+           "wall_s": round(time.time() - t0, 2), "versions": versions()}
+    write_json(out / "run.json", run)
+    return {**paths, "figures": [str(p) for p in figs], "run": str(out / "run.json")}
