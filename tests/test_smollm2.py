@@ -1,0 +1,36 @@
+"""Slow tests on the embedded SmolLM2-135M-Instruct (run with `make test-slow`)."""
+
+import pytest
+import torch
+
+from interp import collect_activations, load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_model("smollm2-135m-instruct")
+
+
+def test_smollm2_loads_offline_from_the_wheel(smol):
+    assert smol.n_layers == 30 and smol.d_model == 576
+    assert type(smol.hf).__name__ == "LlamaForCausalLM"
+    assert smol.render("Hi").endswith("<|im_start|>assistant\n")
+    assert smol.tokenizer.is_fast
+
+
+def test_smollm2_batched_equals_one_by_one(smol):
+    items = ["Hi", "Explain in detail how the water cycle works, with examples from rivers, oceans and clouds."]
+    batched = collect_activations(smol, items, layers=[0, 15, 29])
+    single = torch.cat([collect_activations(smol, [i], layers=[0, 15, 29]) for i in items])
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=1e-4)
+
+
+def test_demo_writes_refusal_direction_and_heatmap(tmp_path):
+    from figures.experiments import run_demo
+
+    res = run_demo(tmp_path, per_domain=3)
+    assert (tmp_path / "refusal_direction.safetensors").is_file()
+    assert (tmp_path / "concept_cosine.png").is_file()
+    assert res["figures"]
