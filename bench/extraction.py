@@ -1,0 +1,162 @@
+"""Benchmark: all-layer ``mean_activations`` (raw hooks) vs a bare forward, TransformerLens and nnsight.
+
+Same prompts, same left-padded batches, same process, interleaved repeats, medians. Ratios are time(hooks) /
+time(other): < 1 means the hooks path is faster. Peak memory: ``mean_activations`` over 1× and 10× the items at
+``position="all"`` (every token), each in a fresh subprocess, ratio of peak RSS.
+
+    python bench/extraction.py [--model smollm2-135m-instruct] [--n 64] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from interp import load_model, mean_activations  # noqa: E402
+from interp.activations import encode_all, make_batches  # noqa: E402
+from interp.io import versions, write_json  # noqa: E402
+from probes import datasets  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "extraction.json"
+
+
+def prompts(n: int) -> list[str]:
+    pool = [p for d in datasets.DOMAINS for lab in ("harmful", "harmless") for p in datasets.prompts(f"{d}_{lab}")]
+    pool += datasets.prompts("baseline")
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _vm_hwm_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_child(model_name: str, n: int, mult: int) -> None:
+    """Peak RSS of the extraction alone: the high-water mark is reset after loading (Linux clear_refs).
+
+    The 10× run repeats the same ``n`` prompts ten times, so batch shapes (and so transient peaks) are alike and
+    only memory that grows with the number of items shows up."""
+    model = load_model(model_name)
+    items = prompts(n) * mult
+    mean_activations(model, items[:16], position="all", batch_size=16, progress=False)  # warm allocator
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    mean_activations(model, items, position="all", batch_size=16, progress=False)
+    print(_vm_hwm_kb())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--memory-n", type=int, default=32)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--_memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_mult", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._memory_child is not None:
+        return memory_child(args.model, args._memory_child, args._mult)
+
+    import nnsight
+
+    from interp.backends.nnsight import language_model
+    from interp.backends.transformer_lens import bridge
+
+    model = load_model(args.model)
+    items = prompts(args.n)
+    batches = make_batches(encode_all(model, items, "last_prompt"), args.batch_size, model.tokenizer.pad_token_id, model.device)
+    n_tokens = int(sum(b.attention_mask.sum() for b in batches))
+    base = getattr(model.hf, model.hf.base_model_prefix)
+    br, lm = bridge(model), language_model(model)
+    tl_names = [f"blocks.{l}.hook_out" for l in range(model.n_layers)]
+
+    def bare():
+        with torch.inference_mode():
+            for b in batches:
+                base(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids, use_cache=False)
+
+    def causal_lm():
+        with torch.inference_mode():
+            for b in batches:
+                model.hf(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids, use_cache=False)
+
+    def hooks():
+        mean_activations(model, items, batch_size=args.batch_size, progress=False)
+
+    def transformer_lens():
+        with torch.inference_mode():
+            for b in batches:
+                _, cache = br.run_with_cache(b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids, names_filter=tl_names)
+                torch.stack([cache[n][:, -1] for n in tl_names]).double().sum(1)
+
+    def nnsight_trace():
+        with torch.inference_mode():
+            for b in batches:
+                with lm.trace({"input_ids": b.input_ids, "attention_mask": b.attention_mask, "position_ids": b.position_ids}):
+                    saved = nnsight.save([lm.model.layers[l].output for l in range(model.n_layers)])
+                torch.stack([(s[0] if isinstance(s, tuple) else s)[:, -1] for s in saved]).double().sum(1)
+
+    fns = {"bare_forward": bare, "causal_lm_forward": causal_lm, "hooks": hooks, "transformer_lens": transformer_lens, "nnsight": nnsight_trace}
+    for fn in fns.values():  # warm-up
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(args.repeats):  # interleaved, so drift hits every method alike
+        for k, fn in fns.items():
+            times[k].append(timed(fn))
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def rss(mult: int) -> int:
+        out = subprocess.run([sys.executable, __file__, "--model", args.model, "--_memory-child", str(args.memory_n), "--_mult", str(mult)],
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1])
+
+    rss_1x, rss_10x = rss(1), rss(10)
+    result = {
+        "hooks_vs_bare_forward": med["hooks"] / med["bare_forward"],
+        "hooks_vs_causal_lm_forward": med["hooks"] / med["causal_lm_forward"],
+        "hooks_vs_transformer_lens": med["hooks"] / med["transformer_lens"],
+        "hooks_vs_nnsight": med["hooks"] / med["nnsight"],
+        "memory_10x_vs_1x": rss_10x / rss_1x,
+        "median_seconds": med,
+        "all_seconds": times,
+        "peak_rss_kb": {"1x": rss_1x, "10x": rss_10x, "items_1x": args.memory_n, "position": "all"},
+        "workload": {"model": args.model, "n_prompts": args.n, "n_tokens": n_tokens, "batch_size": args.batch_size,
+                     "layers": model.n_layers, "position": "last_prompt", "repeats": args.repeats,
+                     "note": "bare_forward = the base model (no LM head) on the same batches without hooks; "
+                             "hooks = the full mean_activations call, tokenisation included; the hooks path also "
+                             "skips the LM head"},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "versions": versions(),
+    }
+    write_json(args.out, result)
+    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

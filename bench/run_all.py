@@ -1,0 +1,32 @@
+"""Run every benchmark in bench/ and print one summary table of their ratios (``make bench``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def main() -> int:
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run_all.py")
+    rows, failed = [], []
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        if subprocess.run([sys.executable, str(script)]).returncode != 0:
+            failed.append(script.name)
+            continue
+        result = json.loads((HERE / "results" / f"{script.stem}.json").read_text())
+        rows += [(script.stem, k, v) for k, v in result.items() if isinstance(v, (int, float))]
+    print(f"\n{'benchmark':<14} {'ratio':<32} {'value':>8}")
+    for bench, key, value in rows:
+        print(f"{bench:<14} {key:<32} {value:>8.3f}")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Batched generation with left padding through HF ``generate`` (KV cache), under any active interventions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .activations import make_batches, Encoded
+from .io import InputError
+from .models import Item, Model
+
+
+def encode_prompts(model: Model, items: Sequence[Item]) -> list[Encoded]:
+    if len(items) == 0:
+        raise InputError("no prompts to generate from")
+    out = []
+    for it in items:
+        ids = model.tokenizer(model.render(it, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+        out.append(Encoded(list(ids), [[len(ids) - 1]]))
+    return out
+
+
+def generate(
+    model: Model,
+    items: Sequence[Item],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    return_ids: bool = False,
+) -> list[str] | list[list[int]]:
+    """Generate a completion for each prompt (rendered with the chat template), in input order.
+
+    Greedy by default; sampling is seeded. Batches are length-sorted and left-padded, with position ids derived
+    from the attention mask. Returns decoded texts (special tokens removed), or the new token ids per prompt
+    (up to and including the first end-of-turn token) with ``return_ids=True``.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    tok = model.tokenizer
+    encoded = encode_prompts(model, items)
+    results: list = [None] * len(items)
+    eos = model.hf.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for batch in make_batches(encoded, batch_size, tok.pad_token_id, model.device):
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        new = out[:, batch.input_ids.shape[1]:].tolist()
+        for row, i in enumerate(batch.index):
+            ids = new[row]
+            cut = next((k + 1 for k, t in enumerate(ids) if t in eos_ids), len(ids))
+            ids = ids[:cut]
+            results[i] = ids if return_ids else tok.decode(ids, skip_special_tokens=True)
+    return results

@@ -1,0 +1,247 @@
+"""Interventions on a direction (definitions 3–4): directional ablation, activation addition (steering),
+weight orthogonalisation and the same edit as a rank-1 LoRA. All work during ``generate`` with the KV cache.
+
+- :func:`ablate` — ``h ← h − (h·r̂) r̂`` at block inputs and attention / MLP outputs of the chosen layers.
+- :func:`steer` — ``h_l ← h_l + α v`` at block outputs, for every sequence of the batch, never on padding.
+- :func:`orthogonalize_weights` — ``W ← W − r̂ r̂ᵀ W`` for every matrix writing into the residual stream.
+- :func:`ablation_lora` — that weight edit as a rank-1 peft LoRA (B = −r̂, A = r̂ᵀ W).
+
+Contexts compose (hooks apply in the order the contexts were entered) and always clean up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterator, Literal, Sequence
+
+import torch
+from torch import nn
+
+from .hooks import hidden_of, hooked, with_hidden
+from .io import InputError
+from .models import Model
+
+StepPositions = Literal["all", "prompt", "generated"]
+
+
+def check_direction(model: Model, direction: torch.Tensor, *, what: str = "direction", unit: bool = True) -> torch.Tensor:
+    """Validate a ``[d_model]`` vector (finite, non-zero, right width); return it (unit-normalised if ``unit``) as
+    float32 on the model's device."""
+    if not isinstance(direction, torch.Tensor):
+        direction = torch.as_tensor(direction)
+    direction = direction.detach()
+    if direction.dim() != 1 or direction.shape[0] != model.d_model:
+        raise InputError(f"{what} has shape {tuple(direction.shape)} but {model.name} needs [{model.d_model}]")
+    if not torch.isfinite(direction).all():
+        raise InputError(f"{what} contains NaN or inf")
+    norm = direction.double().norm()
+    if norm == 0:
+        raise InputError(f"{what} has zero norm")
+    v = direction.double() / norm if unit else direction.double()
+    return v.to(device=model.device, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Architecture map: where the residual stream is written
+
+
+@dataclass
+class ResidualWriters:
+    """Modules that write into the residual stream: the token embedding, and per layer the attention output
+    projection and the MLP output projection (``nn.Linear`` with ``out_features == d_model``)."""
+
+    embedding: nn.Embedding
+    attn: list[nn.Module]  # the attention blocks (their output is added to the residual)
+    mlp: list[nn.Module]  # the MLP blocks
+    attn_out: list[nn.Linear]
+    mlp_out: list[nn.Linear]
+
+
+def residual_writers(model: Model) -> ResidualWriters:
+    attn, mlp, attn_out, mlp_out = [], [], [], []
+    for i, layer in enumerate(model.layers):
+        a, m = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if a is None or m is None or not hasattr(a, "o_proj") or not hasattr(m, "down_proj"):
+            raise InputError(f"layer {i} of {model.name} ({type(layer).__name__}) has no self_attn.o_proj / mlp.down_proj")
+        attn.append(a)
+        mlp.append(m)
+        attn_out.append(a.o_proj)
+        mlp_out.append(m.down_proj)
+    return ResidualWriters(model.hf.get_input_embeddings(), attn, mlp, attn_out, mlp_out)
+
+
+def _check_weight_form_exact(model: Model) -> None:
+    layer = model.layers[0]
+    for name in ("post_feedforward_layernorm",):  # Gemma 2/3 sandwich norms
+        if hasattr(layer, name):
+            raise InputError(
+                f"{model.name} normalises sub-layer outputs before the residual add ({name}); weight orthogonalisation "
+                "cannot reproduce activation ablation exactly there — use interp.ablate()"
+            )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Activation-space interventions
+
+
+def _project_out(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``h − (h·r̂) r̂`` for ``h: [..., d]``, ``r: [d]`` unit."""
+    r = r.to(h.dtype)
+    return h - (h @ r)[..., None] * r
+
+
+@contextlib.contextmanager
+def ablate(model: Model, direction: torch.Tensor, *, layers: Sequence[int] | str = "all") -> Iterator[None]:
+    """Project the direction out of the block inputs and the attention / MLP outputs of ``layers``.
+
+    With ``layers="all"`` this equals :func:`orthogonalize_weights` (the block-0 input is the embedding).
+    Applies to prompt and generated tokens alike (padding is never attended to, so it needs no mask).
+    """
+    r = check_direction(model, direction)
+    idx = model.check_layers(None if layers == "all" else layers)
+    w = residual_writers(model)
+
+    def pre(module, args, kwargs):
+        if args:
+            return (_project_out(args[0], r), *args[1:]), kwargs
+        kwargs["hidden_states"] = _project_out(kwargs["hidden_states"], r)
+        return args, kwargs
+
+    def post(module, args, output):
+        return with_hidden(output, _project_out(hidden_of(output), r))
+
+    forward = [(w.attn[l], post) for l in idx] + [(w.mlp[l], post) for l in idx]
+    with hooked(forward=forward, pre=[(model.layers[l], pre) for l in idx]):
+        yield
+
+
+@contextlib.contextmanager
+def steer(
+    model: Model,
+    vector: torch.Tensor,
+    *,
+    layers: Sequence[int] | int,
+    alpha: float = 1.0,
+    positions: StepPositions = "all",
+) -> Iterator[None]:
+    """Activation addition ``h_l ← h_l + α v`` at the output of each block in ``layers``.
+
+    ``positions``: ``"all"`` tokens, only ``"prompt"`` tokens (a forward without a KV cache, i.e. a plain forward
+    or generate's prefill) or only ``"generated"`` tokens (forwards that extend a KV cache). Padding positions
+    (attention mask 0) are never changed; every sequence of the batch is steered.
+    """
+    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise InputError(f"alpha must be a finite number, got {alpha!r}")
+    if positions not in ("all", "prompt", "generated"):
+        raise InputError(f"positions must be 'all', 'prompt' or 'generated', got {positions!r}")
+    v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)
+    idx = model.check_layers(layers)
+    state: dict = {}
+    hf = model.hf
+    base = getattr(hf, hf.base_model_prefix, hf)
+
+    def capture_mask(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        emb = kwargs.get("inputs_embeds")
+        T = (ids if ids is not None else emb).shape[1]
+        mask = kwargs.get("attention_mask")
+        past = kwargs.get("past_key_values")
+        past_len = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            cur = mask[:, -T:]
+        else:
+            B = (ids if ids is not None else emb).shape[0]
+            cur = torch.ones(B, T, device=model.device, dtype=torch.long)
+        on = positions == "all" or (positions == "prompt") == (past_len == 0)
+        state["mask"] = cur.to(v.dtype)[..., None] if on else None
+        return None
+
+    def add(module, args, output):
+        mask = state.get("mask")
+        if mask is None:
+            return None
+        h = hidden_of(output)
+        return with_hidden(output, h + mask.to(h.dtype) * v.to(h.dtype))
+
+    with hooked(forward=[(model.layers[l], add) for l in idx], pre=[(base, capture_mask)]):
+        yield
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Weight-space forms
+
+
+def _orthogonalized_params(model: Model, r: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+    """New values for every residual-writing weight (and bias): ``W − r̂ r̂ᵀ W`` (output dim = d_model)."""
+    w = residual_writers(model)
+    r64 = r.double()
+    new = {}
+    E = w.embedding.weight  # [vocab, d]
+    new[E] = (E.double() - (E.double() @ r64)[:, None] * r64).to(E.dtype)
+    for lin in w.attn_out + w.mlp_out:
+        W = lin.weight  # [d, d_in]
+        new[W] = (W.double() - torch.outer(r64, r64 @ W.double())).to(W.dtype)
+        if lin.bias is not None:
+            b = lin.bias
+            new[b] = (b.double() - (b.double() @ r64) * r64).to(b.dtype)
+    return new
+
+
+def orthogonalize_weights(model: Model, direction: torch.Tensor, *, inplace: bool = False) -> Model:
+    """Weight orthogonalisation: an edited copy (or ``model`` itself with ``inplace=True``) whose residual-writing
+    matrices never write along the direction. Tied input/output embeddings are untied first so that the
+    unembedding keeps its original weights (as activation ablation does)."""
+    _check_weight_form_exact(model)
+    r = check_direction(model, direction)
+    target = model if inplace else Model(copy.deepcopy(model.hf), model.tokenizer, model.name, dict(model.meta))
+    target.meta.pop("_tl_bridge", None)
+    target.meta.pop("_nnsight", None)
+    out_emb = target.hf.get_output_embeddings()
+    if out_emb is not None and out_emb.weight is target.hf.get_input_embeddings().weight:
+        out_emb.weight = nn.Parameter(out_emb.weight.detach().clone(), requires_grad=False)
+        target.hf.config.tie_word_embeddings = False
+        if hasattr(target.hf.config, "get_text_config"):
+            target.hf.config.get_text_config().tie_word_embeddings = False
+    with torch.no_grad():
+        for p, value in _orthogonalized_params(target, r).items():
+            p.copy_(value)
+    target.meta["orthogonalized"] = True
+    return target
+
+
+def ablation_lora(model: Model, direction: torch.Tensor, *, adapter_name: str = "ablation"):
+    """The weight orthogonalisation as a rank-1 peft LoRA on a copy of the model (the given model is untouched).
+
+    Linear writers get ``B = −r̂`` and ``A = r̂ᵀ W`` (so ``BA = −r̂ r̂ᵀ W``); the embedding gets
+    ``A = (E r̂)ᵀ``, ``B = −r̂``; scaling α/r = 1. Returns a :class:`Model` whose ``hf`` is a ``PeftModel``.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    _check_weight_form_exact(model)
+    r = check_direction(model, direction)
+    hf = copy.deepcopy(model.hf)
+    wrapped = Model(hf, model.tokenizer, model.name, {k: v for k, v in model.meta.items() if not k.startswith("_")})
+    w = residual_writers(wrapped)
+    names = {m: n for n, m in hf.named_modules()}
+    targets = [names[w.embedding]] + [names[m] for m in w.attn_out + w.mlp_out]
+    if any(m.bias is not None for m in w.attn_out + w.mlp_out):
+        raise InputError(f"{model.name} has biases on residual writers; a LoRA cannot express their orthogonalisation")
+    cfg = LoraConfig(r=1, lora_alpha=1, target_modules=targets, lora_dropout=0.0, bias="none", init_lora_weights=False)
+    peft_model = get_peft_model(hf, cfg, adapter_name=adapter_name)
+    r64 = r.double()
+    with torch.no_grad():
+        for name, module in peft_model.named_modules():
+            if hasattr(module, "lora_embedding_A") and adapter_name in module.lora_embedding_A:
+                E = module.get_base_layer().weight.double()
+                module.lora_embedding_A[adapter_name].copy_((E @ r64)[None, :].to(E.dtype))  # [1, vocab]
+                module.lora_embedding_B[adapter_name].copy_((-r64)[:, None])  # [d, 1]
+            elif hasattr(module, "lora_A") and adapter_name in module.lora_A:
+                W = module.get_base_layer().weight.double()  # [d, d_in]
+                module.lora_A[adapter_name].weight.copy_((r64 @ W)[None, :])  # [1, d_in]
+                module.lora_B[adapter_name].weight.copy_((-r64)[:, None])  # [d, 1]
+    peft_model.eval()
+    wrapped.hf = peft_model
+    return wrapped
