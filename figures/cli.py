@@ -39,6 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
 
+    p = sub.add_parser("select", help="direction selection sweep (ablation / addition refusal scores, KL) per layer")
+    _common(p)
+    p.add_argument("--directions", required=True, help="directions .safetensors (from `em-interp directions`)")
+    p.add_argument("--harmful", default="data:safety_harmful:val")
+    p.add_argument("--harmless", default="data:safety_harmless:val")
+    p.add_argument("--positions", type=int, nargs="+", default=[-1], help="template offsets to score (negative from the end)")
+    p.add_argument("--kl-threshold", type=float, default=0.1)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+
+    for kind, text in (("ablate", "generate with a direction ablated at every layer"), ("steer", "generate with a direction added at one layer")):
+        p = sub.add_parser(kind, help=text)
+        _common(p)
+        p.add_argument("--directions", required=True)
+        p.add_argument("--layer", type=int, required=True, help="layer of the direction (and, for steer, where it is added)")
+        p.add_argument("--pos", type=int, default=-1, help="template offset of the direction")
+        p.add_argument("--prompts", required=True, help="JSONL/TXT or data:NAME[:SPLIT]")
+        p.add_argument("--limit", type=int, default=None)
+        p.add_argument("--max-new-tokens", type=int, default=32)
+        if kind == "steer":
+            p.add_argument("--alpha", type=float, default=1.0)
+            p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -59,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             res = experiments.run_concepts(args.model, args.concepts, args.baseline, args.out, position=args.position,
                                            target=args.target, batch_size=args.batch_size, backend=args.backend,
                                            device=args.device, limit=args.limit)
+        elif args.command == "select":
+            res = experiments.run_select(args.model, args.directions, args.harmful, args.harmless, args.out, positions=args.positions,
+                                         kl_threshold=args.kl_threshold, limit=args.limit, batch_size=args.batch_size, device=args.device)
+        elif args.command in ("ablate", "steer"):
+            res = experiments.run_intervene(args.command, args.model, args.directions, args.prompts, args.out, layer=args.layer,
+                                            pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
+                                            max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

@@ -102,3 +102,41 @@ def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_
            "wall_s": round(time.time() - t0, 2), "versions": versions()}
     write_json(out / "run.json", run)
     return {**paths, "figures": [str(p) for p in figs], "run": str(out / "run.json")}
+
+
+def run_select(model_name: str, directions: str, harmful: str, harmless: str, out: str | Path, *, positions: Sequence[int] | None = (-1,),
+               kl_threshold: float = 0.1, limit: int | None = None, batch_size: int = 16, device: str | None = None) -> dict:
+    """Direction selection sweep → ``out/selection.json`` and the layer-sweep figure."""
+    from interp.directions import Directions
+
+    from .refusal_experiments import layer_sweep
+
+    harm, safe = resolve_items(harmful)[:limit], resolve_items(harmless)[:limit]
+    model = load_model(model_name, device=device)
+    d = Directions.load(directions, model=model)
+    sel = layer_sweep(model, d, harm, safe, out, positions=positions, kl_threshold=kl_threshold, batch_size=batch_size)
+    best = sel.to_dict()["best"]
+    return {"selection": str(Path(out) / "selection.json"), "figure": str(Path(out) / "layer_sweep.png"), "best": best}
+
+
+def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out: str | Path, *, layer: int, pos: int = -1,
+                  alpha: float = 1.0, positions: str = "all", max_new_tokens: int = 32, limit: int | None = None,
+                  device: str | None = None) -> dict:
+    """Generations and refusal metrics with and without ablating (``kind="ablate"``) or adding (``"steer"``) a
+    direction → ``out/{kind}.json``."""
+    from interp.directions import Directions
+    from interp.interventions import ablate, steer
+
+    from .refusal_experiments import _measure
+
+    items = resolve_items(prompts)[:limit]
+    model = load_model(model_name, device=device)
+    vec = Directions.load(directions, model=model).vector(layer, pos)
+    res = {"baseline": _measure(model, items, max_new_tokens, 8)}
+    ctx = ablate(model, vec) if kind == "ablate" else steer(model, vec, layers=[layer], alpha=alpha, positions=positions)
+    with ctx:
+        res[kind] = _measure(model, items, max_new_tokens, 8)
+    res["config"] = {"model": model_name, "directions": directions, "prompts": prompts, "layer": layer, "pos": pos,
+                     "alpha": alpha, "positions": positions, "versions": versions()}
+    path = write_json(Path(out) / f"{kind}.json", res)
+    return {"result": str(path), "refusal_rate": {k: v["refusal_rate"] for k, v in res.items() if k != "config"}}

@@ -79,3 +79,48 @@ def direction_norms(norms: torch.Tensor, layers: Sequence[int], path: str | Path
     ax.set_ylabel(label)
     ax.set_title("mean-difference direction norm")
     return save_figure(fig, path)
+
+
+def layer_sweep(table: Sequence[dict], baseline: dict, path: str | Path, *, kl_threshold: float = 0.1, title: str = "") -> list[Path]:
+    """Per layer (last template offset): refusal score under ablation (harmful) and under addition (harmless),
+    and KL on harmless under ablation. ``table``: rows of the selection table (dicts)."""
+    rows = sorted((r for r in table if r["pos"] == max(t["pos"] for t in table)), key=lambda r: r["layer"])
+    layers = [r["layer"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(layers, [r["ablation_score"] for r in rows], marker=".", label="harmful, direction ablated")
+    ax1.plot(layers, [r["steering_score"] for r in rows], marker=".", label="harmless, direction added")
+    ax1.axhline(baseline["harmful_score"], ls="--", color="C0", lw=0.8, label="harmful baseline")
+    ax1.axhline(baseline["harmless_score"], ls="--", color="C1", lw=0.8, label="harmless baseline")
+    ax1.set_xlabel("layer")
+    ax1.set_ylabel("refusal score (log-odds)")
+    ax1.legend(fontsize=7)
+    ax2.plot(layers, [r["kl"] for r in rows], marker=".", color="C2")
+    ax2.axhline(kl_threshold, ls="--", color="grey", lw=0.8)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("layer")
+    ax2.set_ylabel("KL(base ‖ ablated), harmless")
+    for r in rows:
+        if r.get("passed"):
+            ax1.axvline(r["layer"], color="green", alpha=0.08)
+    fig.suptitle(title or "refusal-direction layer sweep")
+    return save_figure(fig, path)
+
+
+def grouped_bars(values: dict[str, dict[str, float]], path: str | Path, *, ylabel: str, title: str = "",
+                 errors: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """Grouped bar chart: ``values[condition][group]`` (e.g. refusal rate per domain per condition)."""
+    import numpy as np
+
+    conds = list(values)
+    groups = list(next(iter(values.values())))
+    x = np.arange(len(groups))
+    w = 0.8 / len(conds)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 3.8))
+    for i, c in enumerate(conds):
+        err = [errors[c][g] for g in groups] if errors else None
+        ax.bar(x + (i - (len(conds) - 1) / 2) * w, [values[c][g] for g in groups], w, yerr=err, label=c, capsize=2)
+    ax.set_xticks(x, groups, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return save_figure(fig, path)

@@ -59,3 +59,42 @@ def test_cli_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "directions" in capsys.readouterr().out
+
+
+def test_cli_select_ablate_steer(tmp_path, capsys):
+    d = tmp_path / "dirs"
+    assert main(["directions", "--model", "tiny-random-llama", "--positive", "data:safety_harmful:train", "--negative",
+                 "data:safety_harmless:train", "--out", str(d)]) == 0
+    capsys.readouterr()
+    sel = tmp_path / "sel"
+    assert main(["select", "--model", "tiny-random-llama", "--directions", str(d / "directions.safetensors"), "--limit", "4",
+                 "--kl-threshold", "100", "--out", str(sel)]) == 0
+    assert (sel / "selection.json").is_file() and (sel / "layer_sweep.png").is_file()
+    table = json.loads((sel / "selection.json").read_text())["table"]
+    assert [r["layer"] for r in table] == [0, 1, 2, 3]
+    for kind, extra in (("ablate", []), ("steer", ["--alpha", "4"])):
+        o = tmp_path / kind
+        assert main([kind, "--model", "tiny-random-llama", "--directions", str(d / "directions.safetensors"), "--layer", "1",
+                     "--prompts", "data:baseline:test", "--limit", "3", "--max-new-tokens", "4", "--out", str(o), *extra]) == 0
+        res = json.loads((o / f"{kind}.json").read_text())
+        assert set(res) == {"baseline", kind, "config"} and res[kind]["n"] == 3
+    capsys.readouterr()
+    assert main(["steer", "--model", "tiny-random-llama", "--directions", str(d / "directions.safetensors"), "--layer", "9",
+                 "--prompts", "data:baseline:test", "--out", str(tmp_path / "bad")]) == 2
+    assert "layer 9 not in these directions" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_ablation_experiment_writes_json_and_figures(tmp_path, llama):
+    import torch
+
+    from figures.refusal_experiments import ablation_experiment, wilson
+
+    lo, hi = wilson(3, 10)
+    assert 0.1 < lo < 0.3 < hi < 0.61
+    res = ablation_experiment(llama, torch.randn(llama.d_model), 1, {"a": ["How to x?", "Do y."]}, {"a": ["Bake bread?"]},
+                              tmp_path, max_new_tokens=4)
+    assert set(res["harmful"]["a"]) == {"baseline", "ablated", "random_ablated"}
+    assert set(res["harmless"]["a"]) == {"baseline", "steered", "random_steered"}
+    for f in ("ablation.json", "ablation_harmful.png", "ablation_harmful.pdf", "ablation_harmless.png"):
+        assert (tmp_path / f).is_file()

@@ -1,0 +1,92 @@
+"""Refusal-direction experiments (Arditi et al.): the layer sweep / selection, and the ablation experiment."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from interp.directions import Directions
+from interp.interventions import ablate, steer
+from interp.io import versions, write_json
+from interp.models import Model
+from interp.selection import Selection, select_direction
+from probes.refusal import is_refusal, refusal_score, refusal_tokens
+
+from . import plots
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion k/n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (c - h, c + h)
+
+
+def layer_sweep(model: Model, directions: Directions, harmful: Sequence, harmless: Sequence, out: str | Path, *,
+                positions: Sequence[int] | None = (-1,), layers: Sequence[int] | None = None, kl_threshold: float = 0.1,
+                batch_size: int = 16) -> Selection:
+    """Selection sweep over layers (and offsets) → ``out/selection.json`` and ``out/layer_sweep.{png,pdf}``."""
+    out = Path(out)
+    sel = select_direction(model, directions, harmful, harmless, refusal_tokens=refusal_tokens(model.tokenizer),
+                           positions=positions, layers=layers, kl_threshold=kl_threshold, batch_size=batch_size)
+    sel.save(out / "selection.json")
+    d = sel.to_dict()
+    plots.layer_sweep(d["table"], d["baseline"], out / "layer_sweep", kl_threshold=kl_threshold, title=f"{model.name}: refusal-direction sweep")
+    return sel
+
+
+def _measure(model: Model, items: Sequence, max_new_tokens: int, batch_size: int) -> dict:
+    from interp.generation import generate
+
+    texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    k = sum(map(is_refusal, texts))
+    score = refusal_score(model, items, batch_size=batch_size)
+    lo, hi = wilson(k, len(texts))
+    return {"refusal_rate": k / len(texts), "rate_ci95": [lo, hi], "n": len(texts),
+            "score_mean": score.mean().item(), "score_sd": score.std().item() if len(texts) > 1 else 0.0,
+            "examples": texts[:3]}
+
+
+def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmful: dict[str, list], harmless: dict[str, list],
+                        out: str | Path, *, alpha: float = 1.0, seed: int = 0, max_new_tokens: int = 24, batch_size: int = 8) -> dict:
+    """Refusal rate and first-token score per domain for: baseline, direction ablated (harmful prompts),
+    direction added at ``layer`` (harmless prompts), and a norm-matched random direction ablated / added.
+
+    ``harmful`` / ``harmless``: domain → prompts. Writes ``out/ablation.json`` and two bar-chart figures.
+    """
+    t0 = time.time()
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.randn(direction.shape[0], generator=g, dtype=torch.float64)
+    rand = (rand / rand.norm() * direction.double().norm()).float()
+    res: dict = {"harmful": {}, "harmless": {}}
+    for dom, items in harmful.items():
+        r = res["harmful"][dom] = {"baseline": _measure(model, items, max_new_tokens, batch_size)}
+        with ablate(model, direction):
+            r["ablated"] = _measure(model, items, max_new_tokens, batch_size)
+        with ablate(model, rand):
+            r["random_ablated"] = _measure(model, items, max_new_tokens, batch_size)
+    for dom, items in harmless.items():
+        r = res["harmless"][dom] = {"baseline": _measure(model, items, max_new_tokens, batch_size)}
+        with steer(model, direction, layers=[layer], alpha=alpha):
+            r["steered"] = _measure(model, items, max_new_tokens, batch_size)
+        with steer(model, rand, layers=[layer], alpha=alpha):
+            r["random_steered"] = _measure(model, items, max_new_tokens, batch_size)
+    res["config"] = {"model": model.name, "layer": layer, "alpha": alpha, "seed": seed, "direction_norm": direction.norm().item(),
+                     "max_new_tokens": max_new_tokens, "wall_s": round(time.time() - t0, 1), "versions": versions()}
+    out = Path(out)
+    write_json(out / "ablation.json", res)
+    for kind in ("harmful", "harmless"):
+        conds = list(next(iter(res[kind].values())))
+        vals = {c: {d: res[kind][d][c]["refusal_rate"] for d in res[kind]} for c in conds}
+        errs = {c: {d: (res[kind][d][c]["rate_ci95"][1] - res[kind][d][c]["rate_ci95"][0]) / 2 for d in res[kind]} for c in conds}
+        plots.grouped_bars(vals, out / f"ablation_{kind}", ylabel="refusal rate", errors=errs,
+                           title=f"{kind} prompts: refusal rate (95 % Wilson CI)")
+    return res
