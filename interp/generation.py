@@ -26,6 +26,7 @@ def generate(
     items: Sequence[Item],
     *,
     max_new_tokens: int = 32,
+    min_new_tokens: int = 0,
     batch_size: int = 8,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -48,7 +49,7 @@ def generate(
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
     gen = torch.Generator(device="cpu").manual_seed(seed)
     for batch in make_batches(encoded, batch_size, tok.pad_token_id, model.device):
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id)
+        kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

@@ -87,34 +87,45 @@ def _check_weight_form_exact(model: Model) -> None:
 # Activation-space interventions
 
 
-def _project_out(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """``h − (h·r̂) r̂`` for ``h: [..., d]``, ``r: [d]`` unit."""
-    r = r.to(h.dtype)
-    return h - (h @ r)[..., None] * r
+def _project_out(h: torch.Tensor, r_col: torch.Tensor, r_row_neg: torch.Tensor) -> torch.Tensor:
+    """``h − (h·r̂) r̂`` for ``h: [..., d]``; ``r_col = r̂[:, None]``, ``r_row_neg = −r̂[None, :]`` (one fused addmm)."""
+    h2 = h.reshape(-1, h.shape[-1])
+    return torch.addmm(h2, h2 @ r_col, r_row_neg).view(h.shape)
 
 
 @contextlib.contextmanager
 def ablate(model: Model, direction: torch.Tensor, *, layers: Sequence[int] | str = "all") -> Iterator[None]:
     """Project the direction out of the block inputs and the attention / MLP outputs of ``layers``.
 
-    With ``layers="all"`` this equals :func:`orthogonalize_weights` (the block-0 input is the embedding).
+    With ``layers="all"`` this equals :func:`orthogonalize_weights` (the block-0 input is the embedding). Then
+    the inputs of blocks 1… are sums of already-ablated writes, so only block 0's input is hooked (same result,
+    a third fewer hooks during generation).
     Applies to prompt and generated tokens alike (padding is never attended to, so it needs no mask).
     """
     r = check_direction(model, direction)
     idx = model.check_layers(None if layers == "all" else layers)
     w = residual_writers(model)
+    cache: dict = {}
+
+    def proj(h: torch.Tensor) -> torch.Tensor:
+        key = (h.dtype, h.device)
+        if key not in cache:
+            rr = r.to(dtype=h.dtype, device=h.device)
+            cache[key] = (rr[:, None].contiguous(), (-rr)[None, :].contiguous())
+        return _project_out(h, *cache[key])
 
     def pre(module, args, kwargs):
         if args:
-            return (_project_out(args[0], r), *args[1:]), kwargs
-        kwargs["hidden_states"] = _project_out(kwargs["hidden_states"], r)
+            return (proj(args[0]), *args[1:]), kwargs
+        kwargs["hidden_states"] = proj(kwargs["hidden_states"])
         return args, kwargs
 
     def post(module, args, output):
-        return with_hidden(output, _project_out(hidden_of(output), r))
+        return with_hidden(output, proj(hidden_of(output)))
 
+    inputs = [0] if len(idx) == model.n_layers else idx
     forward = [(w.attn[l], post) for l in idx] + [(w.mlp[l], post) for l in idx]
-    with hooked(forward=forward, pre=[(model.layers[l], pre) for l in idx]):
+    with hooked(forward=forward, pre=[(model.layers[l], pre) for l in inputs]):
         yield
 
 
