@@ -98,7 +98,16 @@ def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_
     paths["concepts"] = str(cv.save(out / "concepts.safetensors"))
     figs += plots.concept_heatmaps(cv.cosine(), cv.names, cv.layers, out / "concept_cosine", title=f"{model_name}: 7-domain concept cosine")
     figs += plots.similarity_sweep(cv.similarity_to("Safety"), cv.names, cv.layers, "Safety", out / "concept_similarity_to_safety")
+    # Layer sweep of the refusal direction on validation prompts (ablation / addition refusal scores, KL).
+    from .refusal_experiments import layer_sweep
+
+    val_h = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", "val", 2)]
+    val_s = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "val", 2)]
+    sel = layer_sweep(model, refusal, val_h, val_s, out / "selection")
+    paths["selection"] = str(out / "selection" / "selection.json")
+    figs += [out / "selection" / "layer_sweep.png"]
     run = {"command": "demo", "model": model_name, "per_domain": per_domain, "n_harmful": len(harmful), "n_harmless": len(harmless),
+           "selected": sel.to_dict()["best"],
            "wall_s": round(time.time() - t0, 2), "versions": versions()}
     write_json(out / "run.json", run)
     return {**paths, "figures": [str(p) for p in figs], "run": str(out / "run.json")}

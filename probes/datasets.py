@@ -17,7 +17,9 @@ SPLITS = ("train", "val", "test")
 
 def _files() -> dict[str, Path]:
     files = {p.stem: p for p in DATA.glob("*.jsonl")}
-    files.update({p.stem: p for p in (DATA / "domains").glob("*.jsonl")})
+    for sub in ("domains", "narrow", "questions"):
+        files.update({p.stem: p for p in (DATA / sub).glob("*.jsonl")})
+        files.update({p.stem: p for p in (DATA / sub).glob("*.yaml")})
     return dict(sorted(files.items()))
 
 
@@ -33,11 +35,46 @@ def load(name: str, split: str | None = None) -> list[dict]:
         raise InputError(f"unknown data set {name!r}; available: {', '.join(files)}")
     if split is not None and split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    recs = read_jsonl(files[name])
+    path = files[name]
+    recs = load_questions(path) if path.suffix == ".yaml" else read_jsonl(path)
     return [r for r in recs if split is None or r.get("split") == split]
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    """A Betley-style YAML question set: each question has ``id`` and non-empty ``paraphrases`` (optional
+    ``system``, ``aligned``/``misaligned`` reference answers, ``domain``)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: cannot read question set ({e})") from None
+    qs = doc.get("questions") if isinstance(doc, dict) else doc
+    if not isinstance(qs, list) or not qs:
+        raise InputError(f"{path}: expected a list of questions")
+    version = doc.get("version") if isinstance(doc, dict) else None
+    out = []
+    for i, q in enumerate(qs):
+        if not isinstance(q, dict) or "id" not in q:
+            raise InputError(f"{path}: question {i} has no id")
+        para = q.get("paraphrases")
+        if not isinstance(para, list) or not para or not all(isinstance(x, str) and x.strip() for x in para):
+            raise InputError(f"{path}: question {q['id']!r} has no paraphrases")
+        out.append({"version": version, **q})
+    return out
 
 
 def prompts(name: str, split: str | None = None, limit: int | None = None) -> list:
     """The items (``prompt`` strings or ``messages`` chats) of a data set, optionally the first ``limit``."""
-    items = [r["messages"] if "messages" in r else r["prompt"] for r in load(name, split)]
+    items = []
+    for r in load(name, split):
+        if "messages" in r:
+            items.append(r["messages"])
+        elif "prompt" in r:
+            items.append(r["prompt"])
+        elif "paraphrases" in r:
+            items.append(r["paraphrases"][0])
+        else:
+            items.append(r["text"])
     return items[:limit] if limit else items

@@ -34,3 +34,20 @@ def test_demo_writes_refusal_direction_and_heatmap(tmp_path):
     assert (tmp_path / "refusal_direction.safetensors").is_file()
     assert (tmp_path / "concept_cosine.png").is_file()
     assert res["figures"]
+
+
+def test_selection_sweep_end_to_end_on_smollm2(smol, tmp_path):
+    from figures.refusal_experiments import layer_sweep
+    from interp.directions import mean_diff
+    from probes import datasets
+
+    harmful = [p for d in ("safety", "cybersecurity") for p in datasets.prompts(f"{d}_harmful", "train", 6)]
+    harmless = [p for d in ("safety", "cybersecurity") for p in datasets.prompts(f"{d}_harmless", "train", 6)]
+    d = mean_diff(smol, harmful, harmless)
+    val_h = datasets.prompts("safety_harmful", "val", 4)
+    val_s = datasets.prompts("safety_harmless", "val", 4)
+    sel = layer_sweep(smol, d, val_h, val_s, tmp_path, layers=list(range(0, 30, 3)))
+    assert len(sel.table) == 10
+    assert (tmp_path / "selection.json").is_file() and (tmp_path / "layer_sweep.png").is_file()
+    # adding the refusal direction raises the refusal score on harmless prompts at some layer
+    assert max(c.steering_score for c in sel.table) > sel.baseline["harmless_score"]
