@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--alpha", type=float, default=1.0)
             p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
 
+    p = sub.add_parser("score", help="score behaviour: refusal, reference-answer EM, or a judge's EM rate")
+    p.add_argument("kind", choices=["refusal", "em", "judge"])
+    _common(p)
+    p.add_argument("--adapter", default=None, help="peft adapter directory to apply")
+    p.add_argument("--set", required=True, help="data set NAME[:SPLIT] (see probes.datasets.names())")
+    p.add_argument("--judge", default=None, help="judge: an OpenAI-compatible URL or a model name (kind=judge)")
+    p.add_argument("--samples", type=int, default=1, help="answers per paraphrase (kind=judge)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -89,6 +99,26 @@ def main(argv: list[str] | None = None) -> int:
             res = experiments.run_intervene(args.command, args.model, args.directions, args.prompts, args.out, layer=args.layer,
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
                                             max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
+        elif args.command == "score":
+            from interp.models import load_model, with_adapter
+
+            from . import scoring
+
+            model = load_model(args.model, device=args.device)
+            if args.adapter:
+                model = with_adapter(model, args.adapter)
+            if args.kind == "refusal":
+                res = scoring.score_refusal(model, args.set, args.out, max_new_tokens=args.max_new_tokens or 32, limit=args.limit)
+            elif args.kind == "em":
+                res = scoring.score_em(model, args.set, args.out, limit=args.limit)
+            else:
+                if not args.judge:
+                    raise InputError("score judge needs --judge URL_OR_MODEL")
+                from probes.judges import make_judge
+
+                res = scoring.score_judge(model, args.set, make_judge(args.judge), args.out, samples=args.samples,
+                                          max_new_tokens=args.max_new_tokens or 96, limit=args.limit)
+            res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

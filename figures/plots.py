@@ -124,3 +124,17 @@ def grouped_bars(values: dict[str, dict[str, float]], path: str | Path, *, ylabe
     ax.legend(fontsize=7)
     ax.set_title(title)
     return save_figure(fig, path)
+
+
+def probe_accuracy(result: dict, path: str | Path, *, title: str = "") -> list[Path]:
+    """Held-out (and train) accuracy of per-layer linear probes, with the majority-class baseline."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(result["layers"], result["test_accuracy"], marker=".", label=f"held-out (n={result['n_test']})")
+    ax.plot(result["layers"], result["train_accuracy"], ls=":", label=f"train (n={result['n_train']})")
+    ax.axhline(result["chance"], color="grey", ls="--", lw=0.8, label="majority class")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "linear probe accuracy per layer")
+    return save_figure(fig, path)

@@ -238,3 +238,15 @@ def _load_hf(name: str, dtype, device_map):
             f"tiny-random-qwen2, tiny-random-gemma"
         ) from None
     return hf, tok
+
+
+def with_adapter(model: Model, adapter: str | Path) -> Model:
+    """A :class:`Model` whose ``hf`` is ``PeftModel.from_pretrained(model.hf, adapter)`` (a peft directory)."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise InputError(f"{path} is not a peft adapter directory (no adapter_config.json)")
+    hf = PeftModel.from_pretrained(model.hf, str(path))
+    hf.eval()
+    return Model(hf, model.tokenizer, model.name, {**{k: v for k, v in model.meta.items() if not k.startswith("_")}, "adapter": str(path)})

@@ -98,3 +98,22 @@ def test_ablation_experiment_writes_json_and_figures(tmp_path, llama):
     assert set(res["harmless"]["a"]) == {"baseline", "steered", "random_steered"}
     for f in ("ablation.json", "ablation_harmful.png", "ablation_harmful.pdf", "ablation_harmless.png"):
         assert (tmp_path / f).is_file()
+
+
+def test_cli_score_refusal_em_judge(tmp_path, capsys):
+    o = tmp_path / "score"
+    assert main(["score", "refusal", "--model", "tiny-random-llama", "--set", "safety_harmful:test", "--limit", "4",
+                 "--max-new-tokens", "4", "--out", str(o)]) == 0
+    summary = json.loads((o / "refusal_summary.json").read_text())
+    assert summary["overall"]["n"] == 4 and len(summary["overall"]["rate_ci95"]) == 2
+    assert len((o / "refusal_items.jsonl").read_text().splitlines()) == 4
+    assert main(["score", "em", "--model", "tiny-random-qwen2", "--set", "em_questions", "--out", str(o)]) == 0
+    em = json.loads((o / "em_summary.json").read_text())
+    assert em["n"] == 48 and set(em["by_domain"]) == {"open", "medical", "financial", "sports", "general"}
+    assert main(["score", "judge", "--model", "tiny-random-llama", "--set", "em_questions", "--judge", "tiny-random-gemma",
+                 "--limit", "1", "--max-new-tokens", "3", "--out", str(o)]) == 0
+    j = json.loads((o / "judge_summary.json").read_text())
+    assert j["overall"]["n_scored"] + j["overall"]["n_unscored"] == len(datasets.load("em_questions")[0]["paraphrases"])
+    capsys.readouterr()
+    assert main(["score", "em", "--model", "tiny-random-llama", "--set", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown data set 'nope'" in capsys.readouterr().err
