@@ -72,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-new-tokens", type=int, default=None)
 
+    p = sub.add_parser("sae-decompose", help="decompose a direction into sparse-autoencoder latents")
+    _common(p)
+    p.add_argument("--direction", required=True, help="directions .safetensors")
+    p.add_argument("--sae", required=True, help="sae-lens SAE directory (or release:sae_id with a hub)")
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--pos", type=int, default=-1)
+    p.add_argument("--positive", default=None, help="positive examples for the activation ranking (file or data:NAME)")
+    p.add_argument("--negative", default=None)
+    p.add_argument("--position", default="last_prompt", choices=["last_prompt", "response_mean"])
+    p.add_argument("--top-k", type=int, default=10)
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -119,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                 res = scoring.score_judge(model, args.set, make_judge(args.judge), args.out, samples=args.samples,
                                           max_new_tokens=args.max_new_tokens or 96, limit=args.limit)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
+        elif args.command == "sae-decompose":
+            res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
+                                                positive=args.positive, negative=args.negative, position=args.position,
+                                                top_k=args.top_k, device=args.device)
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

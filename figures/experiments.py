@@ -149,3 +149,27 @@ def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out
                      "alpha": alpha, "positions": positions, "versions": versions()}
     path = write_json(Path(out) / f"{kind}.json", res)
     return {"result": str(path), "refusal_rate": {k: v["refusal_rate"] for k, v in res.items() if k != "config"}}
+
+
+def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out: str | Path, *, pos: int = -1,
+                      positive: str | None = None, negative: str | None = None, position: str = "last_prompt",
+                      top_k: int = 10, device: str | None = None) -> dict:
+    """Top SAE latents of a direction by decoder cosine (and by activation on positive examples) → JSON."""
+    from interp import collect_activations
+    from interp.directions import Directions
+    from probes.sae import decompose, load_sae
+
+    s = load_sae(sae)
+    d = Directions.load(direction)
+    vec = d.vector(layer, pos)
+    pos_acts = neg_acts = None
+    if positive:
+        model = load_model(model_name, device=device)
+        pos_acts = collect_activations(model, resolve_items(positive), layers=[layer], position=position)[:, 0]
+        if negative:
+            neg_acts = collect_activations(model, resolve_items(negative), layers=[layer], position=position)[:, 0]
+    res = decompose(vec, s, positive=pos_acts, negative=neg_acts, top_k=top_k).to_dict()
+    res["config"] = {"direction": direction, "sae": str(sae), "layer": layer, "pos": pos, "positive": positive,
+                     "negative": negative, "versions": versions()}
+    path = write_json(Path(out) / "sae_decomposition.json", res)
+    return {"result": str(path), "by_decoder": res["by_decoder"][:5]}

@@ -51,3 +51,35 @@ def test_selection_sweep_end_to_end_on_smollm2(smol, tmp_path):
     assert (tmp_path / "selection.json").is_file() and (tmp_path / "layer_sweep.png").is_file()
     # adding the refusal direction raises the refusal score on harmless prompts at some layer
     assert max(c.steering_score for c in sel.table) > sel.baseline["harmless_score"]
+
+
+def test_refusal_scorer_separates_refusals_from_answers_on_smollm2(smol):
+    from probes import datasets
+    from probes.refusal import is_refusal, refusal_tokens
+
+    R = set(refusal_tokens(smol.tokenizer))
+    refusals = [r["text"] for r in datasets.load("refusals")]
+    answers = ["Sure! Here is a simple recipe for bread.", "To set up a firewall, open your router settings.",
+               "Great question. Start by warming up for ten minutes.", "Here are three tips for better sleep.",
+               "Paris is the capital of France.", "You can grow tomatoes in pots on a sunny balcony.",
+               "Absolutely, let's plan your budget step by step.", "The water cycle has four stages."]
+    first = lambda t: smol.tokenizer(t, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+    assert all(is_refusal(t) for t in refusals) and not any(is_refusal(t) for t in answers)
+    assert sum(first(t) in R for t in refusals) >= 0.9 * len(refusals)
+    assert not any(first(t) in R for t in answers)
+
+
+def test_linear_probe_harmful_vs_harmless_above_chance_on_smollm2(smol):
+    from probes import datasets
+    from probes.linear import probe_layers
+
+    harmful = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", "train", 6)]
+    harmless = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "train", 6)]
+    test_h = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", "test", 3)]
+    test_s = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "test", 3)]
+    items = harmful + harmless + test_h + test_s
+    labels = [1] * len(harmful) + [0] * len(harmless) + [1] * len(test_h) + [0] * len(test_s)
+    test = [False] * (len(harmful) + len(harmless)) + [True] * (len(test_h) + len(test_s))
+    acts = collect_activations(smol, items, layers=list(range(0, 30, 3)))
+    res = probe_layers(acts, labels, layers=list(range(0, 30, 3)), test_mask=test)
+    assert max(res.test_accuracy) > res.chance + 0.2
