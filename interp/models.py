@@ -247,6 +247,18 @@ def with_adapter(model: Model, adapter: str | Path) -> Model:
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
         raise InputError(f"{path} is not a peft adapter directory (no adapter_config.json)")
-    hf = PeftModel.from_pretrained(model.hf, str(path))
+    meta_path = path / "em_interp.json"
+    if meta_path.is_file():
+        import json
+
+        meta = json.loads(meta_path.read_text())
+        mine = {"n_layers": model.n_layers, "d_model": model.d_model}
+        for k, v in mine.items():
+            if k in meta and meta[k] != v:
+                raise InputError(f"adapter {path} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={v}")
+    try:
+        hf = PeftModel.from_pretrained(model.hf, str(path))
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise InputError(f"adapter {path} does not fit {model.name}: {str(e).splitlines()[0][:200]}") from None
     hf.eval()
     return Model(hf, model.tokenizer, model.name, {**{k: v for k, v in model.meta.items() if not k.startswith("_")}, "adapter": str(path)})

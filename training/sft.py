@@ -1,0 +1,122 @@
+"""Rank-1 (or rank-r) LoRA SFT: general (plain SFT) or narrow (SFT + λ·KL to the adapter-disabled model)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from interp.io import InputError
+from interp.models import Model
+
+from .data import TokenizedSet, tokenize_chats
+from .trainer import TrainConfig, TrainResult, fit
+
+
+class LoraSolution:
+    """A peft LoRA adapter injected into ``model.hf`` (call :meth:`remove` to take it out again)."""
+
+    kind = "lora"
+
+    def __init__(self, model: Model, *, rank: int = 1, alpha: float | None = None, target_modules: Sequence[str] = ("down_proj",),
+                 layers: Sequence[int] | str = "all", rslora: bool = False, seed: int = 0):
+        from peft import LoraConfig, get_peft_model
+
+        layer_idx = None if layers == "all" else model.check_layers(layers)
+        self.model = model
+        self.settings = {"rank": rank, "alpha": alpha if alpha is not None else float(rank), "target_modules": list(target_modules),
+                         "layers": "all" if layer_idx is None else layer_idx, "rslora": rslora}
+        cfg = LoraConfig(r=rank, lora_alpha=self.settings["alpha"], target_modules=list(target_modules), lora_dropout=0.0,
+                         layers_to_transform=layer_idx, use_rslora=rslora, bias="none")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.peft = get_peft_model(model.hf, cfg)
+        self._params = [p for n, p in self.peft.named_parameters() if "lora_" in n]
+        for p in self._params:
+            p.requires_grad_(True)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self._params
+
+    def active(self):
+        return contextlib.nullcontext()
+
+    def reference(self):
+        return self.peft.disable_adapter()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.peft.named_parameters() if "lora_" in n}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, p in self.peft.named_parameters():
+                if "lora_" in n:
+                    p.copy_(state[n])
+
+    def save(self, path: Path, meta: dict) -> None:
+        self.peft.save_pretrained(str(path))
+        (path / "em_interp.json").write_text(json.dumps({**meta, "solution": "lora", **self.settings, **base_signature(self.model)}, indent=2, default=str))
+
+    def remove(self) -> None:
+        """Take the LoRA layers out of ``model.hf`` (the model is as before training)."""
+        self.peft.unload()
+
+
+def base_signature(model: Model) -> dict:
+    """What an adapter must match to load onto a model."""
+    return {"base_model": model.name, "n_layers": model.n_layers, "d_model": model.d_model,
+            "vocab_size": int(model.hf.get_output_embeddings().weight.shape[0])}
+
+
+def _as_set(model: Model, data, max_length: int, mask: str = "response") -> TokenizedSet:
+    return data if isinstance(data, TokenizedSet) else tokenize_chats(model, data, max_length=max_length, mask=mask)
+
+
+def train_lora(
+    model: Model,
+    data,
+    *,
+    out: str | Path,
+    rank: int = 1,
+    alpha: float | None = None,
+    target_modules: Sequence[str] = ("down_proj",),
+    layers: Sequence[int] | str = "all",
+    rslora: bool = False,
+    kl_data=None,
+    kl_weight: float = 0.0,
+    kl_mask: str = "all",
+    legacy_vocab_scaling: bool = False,
+    config: TrainConfig | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    **overrides,
+) -> TrainResult:
+    """Train a LoRA adapter on chat ``data`` (response-only loss). With ``kl_data`` and ``kl_weight`` λ > 0 it is
+    the KL-narrow solution (definition 6); ``kl_mask="all"`` takes the KL over every token of the KL conversations
+    (as published), ``"response"`` over their response tokens. Returns the peft adapter directory and metrics.
+    The model is left unchanged (the adapter is removed from it after training)."""
+    cfg = replace(config or TrainConfig(), kl_weight=kl_weight, legacy_vocab_scaling=legacy_vocab_scaling, **overrides)
+    train = _as_set(model, data, cfg.max_length)
+    kl_set = _as_set(model, kl_data, cfg.max_length, kl_mask) if kl_data is not None else None
+    sol = LoraSolution(model, rank=rank, alpha=alpha, target_modules=target_modules, layers=layers, rslora=rslora, seed=cfg.seed)
+    try:
+        kind = "narrow" if kl_weight else "general"
+        return fit(model, sol, train, cfg, out, kl_set=kl_set, meta={"variant": kind, "kl_mask": kl_mask}, resume=resume, progress=progress)
+    finally:
+        sol.remove()
+
+
+def check_adapter(model: Model, adapter: str | Path) -> None:
+    """Raise if an em-interp adapter directory was trained on a model of another shape."""
+    meta_path = Path(adapter) / "em_interp.json"
+    if not meta_path.is_file():
+        return
+    meta = json.loads(meta_path.read_text())
+    sig = base_signature(model)
+    for k in ("n_layers", "d_model", "vocab_size"):
+        if k in meta and meta[k] != sig[k]:
+            raise InputError(f"adapter {adapter} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={sig[k]}")

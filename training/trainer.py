@@ -1,0 +1,279 @@
+"""The one training loop behind every trainer: token-weighted response loss, optional KL to the reference policy
+(definition 6) or NPO unlearning, AdamW with warm-up + linear decay, gradient accumulation, checkpoints with
+optimiser / scheduler / RNG state, exact resume, NaN guard, loss curve and config written as JSON.
+
+A *solution* is what is trained (a LoRA adapter, a steering vector): it exposes its trainable parameters, an
+``active()`` context that applies it, a ``reference()`` context that gives the reference policy π_ref (the same
+model with the solution switched off — no second copy, no logit cache), and save/load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ContextManager, Iterator, Protocol, Sequence
+
+import torch
+
+from interp.io import InputError, atomic_path, versions, write_json
+from interp.models import Model
+
+from .data import Example, TokenizedSet, collate, token_losses
+
+
+class Solution(Protocol):
+    kind: str
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def active(self) -> ContextManager: ...
+
+    def reference(self) -> ContextManager: ...
+
+    def save(self, path: Path, meta: dict) -> None: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all trainers (defaults sized for a 2-core CPU and SmolLM2)."""
+
+    lr: float = 1e-4
+    epochs: int = 1
+    max_steps: int | None = None  # optimiser steps; overrides epochs when set
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    max_length: int = 256
+    seed: int = 0
+    save_every: int | None = None  # checkpoint every N optimiser steps (and at the end)
+    kl_weight: float = 0.0  # λ of definition 6
+    kl_batch_size: int = 4
+    legacy_vocab_scaling: bool = False  # divide the KL by |V| as the published code does
+    objective: str = "sft"  # "sft" | "npo"
+    npo_beta: float = 0.1
+    retain_weight: float = 0.0  # weight of the retain cross-entropy (unlearning)
+    stop_at_step: int | None = None  # stop early (as if interrupted) after this step — for resume tests
+    log_every: int = 1
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    metrics: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def micro_batches(n: int, cfg: TrainConfig) -> tuple[list[list[int]], int]:
+    """Deterministic micro-batches (lists of example indices) for the whole run, and the number of optimiser steps."""
+    per_epoch = [o[i : i + cfg.batch_size] for e in range(max(cfg.epochs, 1)) for o in [_epoch_order(n, cfg.seed, e)]
+                 for i in range(0, n, cfg.batch_size)]
+    steps = cfg.max_steps if cfg.max_steps is not None else max(1, len(per_epoch) // cfg.grad_accum)
+    need = steps * cfg.grad_accum
+    out, epoch = list(per_epoch), max(cfg.epochs, 1)
+    while len(out) < need:  # max_steps beyond the epochs: keep drawing fresh epochs
+        o = _epoch_order(n, cfg.seed, epoch)
+        out += [o[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        epoch += 1
+    return out[:need], steps
+
+
+def _forward_logits(model: Model, batch: dict) -> torch.Tensor:
+    return model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
+                    use_cache=False).logits
+
+
+def sft_loss_sum(model: Model, batch: dict) -> torch.Tensor:
+    """Σ over loss tokens of the (weighted) next-token cross-entropy."""
+    return (token_losses(_forward_logits(model, batch), batch["input_ids"]) * batch["loss_mask"]).sum()
+
+
+def kl_sum(model: Model, solution: Solution, batch: dict) -> tuple[torch.Tensor, int]:
+    """Σ over masked tokens of KL(π_ref ‖ π_θ) for next-token distributions (masked = tokens predicted at
+    positions whose *target* token carries loss), and the number of such tokens."""
+    mask = batch["loss_mask"][:, 1:] > 0
+    with torch.no_grad(), solution.reference():
+        ref = torch.log_softmax(_forward_logits(model, batch)[:, :-1].float(), -1)[mask]
+    cur = torch.log_softmax(_forward_logits(model, batch)[:, :-1].float(), -1)[mask]
+    kl = (ref.exp() * (ref - cur)).sum()
+    return kl, int(mask.sum())
+
+
+def seq_logprob(model: Model, batch: dict) -> torch.Tensor:
+    """``[B]`` Σ log p of loss tokens per sequence."""
+    return -(token_losses(_forward_logits(model, batch), batch["input_ids"]) * (batch["loss_mask"] > 0)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve: list) -> None:
+    path = out / "checkpoints" / f"step-{step:06d}"
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in solution.state_dict().items()}, str(tmp / "solution.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
+                    "curve": curve}, tmp / "trainer_state.pt")
+    for old in sorted((out / "checkpoints").glob("step-*"))[:-2]:  # keep the last two
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, solution: Solution, opt, sched) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    solution.load_state_dict(load_file(str(path / "solution.safetensors")))
+    st = torch.load(path / "trainer_state.pt", weights_only=False)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    _set_rng_state(st["rng"])
+    return st["step"], st["curve"]
+
+
+def fit(
+    model: Model,
+    solution: Solution,
+    train: TokenizedSet,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    kl_set: TokenizedSet | None = None,
+    retain_set: TokenizedSet | None = None,
+    meta: dict | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``solution`` on ``train`` and save it to ``out/final`` (plus ``out/train_log.json``).
+
+    Objectives (per optimiser step, token-weighted over the step's micro-batches):
+    - ``sft``: L = CE(response tokens) [+ λ · KL_tok(π_ref ‖ π_θ) over ``kl_set`` (definition 6)];
+    - ``npo``: L = (2/β) · mean log(1 + (π_θ(y|x)/π_ref(y|x))^β) over ``train`` (NPO on (prompt, refusal) pairs:
+      pushes the refusal down relative to the reference without any target answer) [+ retain_weight · CE on
+      ``retain_set``].
+    With ``resume`` the latest checkpoint in ``out/checkpoints`` is continued exactly.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    out = Path(out)
+    if cfg.objective not in ("sft", "npo"):
+        raise InputError(f"unknown objective {cfg.objective!r}")
+    if cfg.kl_weight and kl_set is None:
+        raise InputError("kl_weight > 0 needs kl_data")
+    if cfg.retain_weight and retain_set is None:
+        raise InputError("retain_weight > 0 needs retain data")
+    params = solution.parameters()
+    if not params:
+        raise InputError("the solution has no trainable parameters")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    mbs, steps = micro_batches(len(train.examples), cfg)
+    aux_sets = [s for s in (kl_set, retain_set) if s is not None]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
+    step, curve = 0, []
+    ckpt = _latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        step, curve = _load_checkpoint(ckpt, solution, opt, sched)
+    pad = model.tokenizer.pad_token_id
+    dev = model.device
+    V = model.hf.get_output_embeddings().weight.shape[0]
+    n_tokens_seen = 0
+    t0 = time.time()
+    bar = tqdm(total=steps, initial=step, desc=f"train {solution.kind}", disable=None if progress is None else not progress)
+    with solution.active():
+        while step < steps:
+            chunk = mbs[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+            batches = [collate([train.examples[i] for i in idx], pad, dev) for idx in chunk]
+            n_loss = sum(float((b["loss_mask"][:, 1:] > 0).sum()) for b in batches)
+            logs = {"sft": 0.0, "kl": 0.0, "npo": 0.0, "retain": 0.0}
+            for k, b in enumerate(batches):
+                if cfg.objective == "sft":
+                    ce = sft_loss_sum(model, b) / max(n_loss, 1)
+                    loss = ce
+                    logs["sft"] += ce.item()
+                else:
+                    lp = seq_logprob(model, b)
+                    with torch.no_grad(), solution.reference():
+                        lp_ref = seq_logprob(model, b)
+                    npo = (2.0 / cfg.npo_beta) * torch.nn.functional.softplus(cfg.npo_beta * (lp - lp_ref)).mean() / len(batches)
+                    loss = npo
+                    logs["npo"] += npo.item()
+                for aux, weight, name in ((kl_set, cfg.kl_weight, "kl"), (retain_set, cfg.retain_weight, "retain")):
+                    if aux is None or not weight:
+                        continue
+                    j = (step * cfg.grad_accum + k) * cfg.kl_batch_size
+                    idx = [(j + i) % len(aux.examples) for i in range(cfg.kl_batch_size)]
+                    ab = collate([aux.examples[i] for i in idx], pad, dev)
+                    if name == "kl":
+                        s, n = kl_sum(model, solution, ab)
+                        term = s / max(n, 1) / (V if cfg.legacy_vocab_scaling else 1.0) / len(batches)
+                    else:
+                        term = sft_loss_sum(model, ab) / max(float((ab["loss_mask"][:, 1:] > 0).sum()), 1.0) / len(batches)
+                    loss = loss + weight * term
+                    logs[name] += term.item()
+                if not torch.isfinite(loss):
+                    last = _latest_checkpoint(out)
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; stopped. Last good checkpoint: "
+                                             f"{last if last else 'none (set save_every)'}")
+                loss.backward()
+                n_tokens_seen += int(b["attention_mask"].sum())
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            total = logs["sft"] + logs["npo"] + cfg.kl_weight * logs["kl"] + cfg.retain_weight * logs["retain"]
+            curve.append({"step": step, "loss": total, **{k: v for k, v in logs.items() if v}, "lr": sched.get_last_lr()[0],
+                          "grad_norm": float(gnorm) if gnorm is not None else None})
+            elapsed = time.time() - t0
+            bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens_seen / max(elapsed, 1e-9):.0f}")
+            bar.update(1)
+            if cfg.save_every and step % cfg.save_every == 0 and step < steps:
+                _save_checkpoint(out, step, solution, opt, sched, curve)
+            if cfg.stop_at_step is not None and step >= cfg.stop_at_step and step < steps:
+                bar.close()
+                return TrainResult(out, {"stopped_at": step, "curve": curve})
+    bar.close()
+    info = {**(meta or {}), "config": asdict(cfg), "steps": steps, "n_examples": len(train.examples),
+            "n_truncated": train.n_truncated, "n_dropped": train.n_dropped, "wall_s": round(time.time() - t0, 2),
+            "tokens_per_s": n_tokens_seen / max(time.time() - t0, 1e-9), "final_loss": curve[-1]["loss"] if curve else None,
+            "versions": versions()}
+    final = out / "final"
+    with atomic_path(final) as tmp:
+        solution.save(tmp, info)
+    write_json(out / "train_log.json", {**info, "curve": curve})
+    return TrainResult(final, {**info, "curve": curve})
