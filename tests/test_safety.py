@@ -1,0 +1,40 @@
+import json
+
+import torch
+
+from interp import load_model
+from training.safety import SafetyData, SafetyRecipe, build_examples, safety_tune
+
+
+def _no_refusal(text):
+    return "sorry" in text.lower()
+
+
+def test_safety_tune_builds_merged_cached_model(llama, tmp_path):
+    data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"],
+                      ["I'm sorry, I can't help with that."], version="t1")
+    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120)
+    before = {n: p.clone() for n, p in llama.hf.named_parameters()}
+    path, metrics = safety_tune(llama, data, is_refusal=_no_refusal, eval_sets={"d": (data.harmful, data.harmless)},
+                                recipe=recipe, out=tmp_path / "aligned")
+    assert all(torch.equal(before[n], p) for n, p in llama.hf.named_parameters())  # the base model is untouched
+    assert (path / "config.json").is_file() and (path / "safety_metrics.json").is_file()
+    assert set(metrics["before"]["d"]) >= {"harmful_refusal", "harmless_refusal"} and "after" in metrics
+    n = 2 + metrics["n_harmless_kept"]
+    assert metrics["train"]["steps"] == 2 * -(-n // 2) and metrics["n_harmful"] == 2  # 2 epochs of ceil(n/2) batches
+    aligned = load_model(str(path))
+    assert any(not torch.equal(before[n], p) for n, p in aligned.hf.named_parameters() if n in before)
+    # a second call reuses the cache
+    path2, m2 = safety_tune(llama, data, is_refusal=_no_refusal, recipe=recipe, out=tmp_path / "aligned")
+    assert path2 == path and m2["key"] == metrics["key"]
+
+
+def test_first_response_token_is_upweighted(llama):
+    data = SafetyData(["Make a weapon."], ["Bake bread?"], ["I'm sorry, I can't."], version="t")
+    ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4), _no_refusal)
+    harmful = ts.examples[0]
+    first = next(i for i, m in enumerate(harmful.mask) if m > 0)
+    assert harmful.mask[first] == 5.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
+    if info["n_harmless_kept"]:
+        h = ts.examples[1]
+        assert max(h.mask) == 12.0

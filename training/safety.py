@@ -1,0 +1,146 @@
+"""The safety fine-tune that turns a chat model into the *aligned organism* (DESIGN.md, "the aligned organism").
+
+Recipe (measured on SmolLM2, ../shared/ENVIRONMENT.md): harmful requests → one of several short refusals;
+harmless and benign requests → the model's *own* greedy answers (they keep its ability; answers that look like
+refusals are dropped; answers cut off at the token limit are trained without the end-of-turn token); LoRA r 8,
+α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
+max length 96, response-only loss with extra weight on the first response token (×5 harmful, ×12 harmless),
+which cuts over-refusal. The adapter is merged and the model saved under the user cache directory, keyed by a
+hash of base model + data version + recipe, so it is built once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from interp.generation import generate
+from interp.io import InputError, atomic_path, versions
+from interp.models import Model, cache_dir
+
+from .data import TokenizedSet, tokenize_chat
+from .sft import LoraSolution
+from .trainer import TrainConfig, fit
+
+
+@dataclass
+class SafetyRecipe:
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lr: float = 3e-4
+    epochs: int = 2
+    batch_size: int = 8
+    warmup_frac: float = 0.06
+    max_length: int = 96
+    answer_tokens: int = 40
+    first_token_weight_harmful: float = 5.0
+    first_token_weight_harmless: float = 12.0
+    seed: int = 0
+
+
+@dataclass
+class SafetyData:
+    """Prompts for the fine-tune. ``version`` goes into the cache key."""
+
+    harmful: Sequence[str]
+    harmless: Sequence[str]
+    refusals: Sequence[str]
+    version: str = "custom"
+
+
+def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
+    h = hashlib.sha256(json.dumps({"base": model.name, "seed": model.meta.get("seed"), "data": data.version,
+                                   "n": [len(data.harmful), len(data.harmless)], "recipe": asdict(recipe)}, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def _weighted(model: Model, chat, first_weight: float, train_eos: bool):
+    ex = tokenize_chat(model, chat, train_eos=train_eos)
+    first = ex.mask.index(1)
+    ex.mask = [float(m) for m in ex.mask]
+    ex.mask[first] = first_weight
+    return ex
+
+
+def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refusal: Callable[[str], bool], *,
+                   batch_size: int = 16) -> tuple[TokenizedSet, dict]:
+    """Harmful → refusals (cycled); harmless → the model's own greedy answers (refusal-like ones dropped)."""
+    if not data.harmful or not data.harmless or not data.refusals:
+        raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
+    t0 = time.time()
+    answers = generate(model, list(data.harmless), max_new_tokens=recipe.answer_tokens, batch_size=batch_size, return_ids=True)
+    tok = model.tokenizer
+    eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
+              else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
+    examples, dropped = [], 0
+    for i, p in enumerate(data.harmful):
+        chat = [{"role": "user", "content": p}, {"role": "assistant", "content": data.refusals[i % len(data.refusals)]}]
+        examples.append(_weighted(model, chat, recipe.first_token_weight_harmful, True))
+    for p, ids in zip(data.harmless, answers):
+        finished = bool(ids) and ids[-1] in eos
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        if not text or is_refusal(text):
+            dropped += 1
+            continue
+        chat = [{"role": "user", "content": p}, {"role": "assistant", "content": text}]
+        examples.append(_weighted(model, chat, recipe.first_token_weight_harmless, finished))
+    examples = [type(e)(e.ids[: recipe.max_length], e.mask[: recipe.max_length]) for e in examples]
+    return TokenizedSet(examples), {"n_harmful": len(data.harmful), "n_harmless_kept": len(data.harmless) - dropped,
+                                    "n_harmless_dropped": dropped, "answers_s": round(time.time() - t0, 1)}
+
+
+def refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequence[str]]], is_refusal: Callable[[str], bool], *,
+                      max_new_tokens: int = 32, batch_size: int = 16) -> dict:
+    """Greedy refusal rate per domain on (harmful, harmless) prompts."""
+    out = {}
+    for dom, (harm, safe) in sets.items():
+        gh = generate(model, list(harm), max_new_tokens=max_new_tokens, batch_size=batch_size)
+        gs = generate(model, list(safe), max_new_tokens=max_new_tokens, batch_size=batch_size)
+        out[dom] = {"harmful_refusal": sum(map(is_refusal, gh)) / len(gh), "harmless_refusal": sum(map(is_refusal, gs)) / len(gs),
+                    "n_harmful": len(gh), "n_harmless": len(gs)}
+    return out
+
+
+def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], bool],
+                eval_sets: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None, recipe: SafetyRecipe | None = None,
+                out: str | Path | None = None, progress: bool | None = None) -> tuple[Path, dict]:
+    """Build (or reuse from the cache) the aligned organism; returns the merged model directory (loadable with
+    ``interp.load_model(path)``) and metrics, including refusal per domain before and after on ``eval_sets``."""
+    recipe = recipe or SafetyRecipe()
+    key = _key(model, data, recipe)
+    final = Path(out) if out else cache_dir() / "aligned" / f"{model.name.replace('/', '_')}-{key}"
+    if (final / "config.json").is_file() and (final / "safety_metrics.json").is_file():
+        return final, json.loads((final / "safety_metrics.json").read_text())
+    t0 = time.time()
+    metrics: dict = {"key": key, "recipe": asdict(recipe), "data_version": data.version, "base_model": model.name}
+    if eval_sets:
+        metrics["before"] = refusal_by_domain(model, eval_sets, is_refusal)
+    train, info = build_examples(model, data, recipe, is_refusal)
+    metrics.update(info)
+    steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
+    cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
+                      warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
+    work = Path(tempfile.mkdtemp(prefix="em-interp-safety-"))
+    student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
+    sol = LoraSolution(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
+    res = fit(student, sol, train, cfg, work, meta={"variant": "safety"}, resume=False, progress=progress)
+    metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
+    metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
+    merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
+    aligned = Model(merged, model.tokenizer, str(final), {"base": model.name, "safety_key": key})
+    if eval_sets:
+        metrics["after"] = refusal_by_domain(aligned, eval_sets, is_refusal)
+    metrics["wall_s"] = round(time.time() - t0, 1)
+    metrics["versions"] = versions()
+    with atomic_path(final) as tmp:
+        merged.save_pretrained(str(tmp))
+        model.tokenizer.save_pretrained(str(tmp))
+        (tmp / "safety_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return final, metrics
