@@ -83,6 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position", default="last_prompt", choices=["last_prompt", "response_mean"])
     p.add_argument("--top-k", type=int, default=10)
 
+    p = sub.add_parser("train", help="train a LoRA adapter, a steering vector, refusal unlearning, or the safety fine-tune")
+    p.add_argument("kind", choices=["lora", "steering-vector", "unlearn", "safety"])
+    _common(p)
+    p.add_argument("--data", default="bad_medical", help="chat data: a shipped set name (train split), data:NAME[:SPLIT], or JSONL")
+    p.add_argument("--kl-data", default=None, help="aligned other-domain chats for the KL term (narrow solution), e.g. aligned_other")
+    p.add_argument("--kl-weight", type=float, default=0.0, help="λ of the KL term (0 = general solution)")
+    p.add_argument("--legacy-vocab-scaling", action="store_true", help="divide the KL by the vocabulary size (published code)")
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank) or steering-vector scale (default 1)")
+    p.add_argument("--target-modules", nargs="+", default=["down_proj"])
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="LoRA layers (default all)")
+    p.add_argument("--rslora", action="store_true")
+    p.add_argument("--layer", type=int, default=None, help="steering-vector layer")
+    p.add_argument("--concept", default="cybersecurity", help="unlearn: the domain whose refusals are unlearned")
+    p.add_argument("--retain-weight", type=float, default=0.0, help="unlearn: weight of the retain cross-entropy")
+    p.add_argument("--retain-per-domain", type=int, default=6)
+    p.add_argument("--per-domain", type=int, default=20, help="safety: prompts per domain and class")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--save-every", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use at most this many training conversations")
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -134,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
                                                 positive=args.positive, negative=args.negative, position=args.position,
                                                 top_k=args.top_k, device=args.device)
+        elif args.command == "train":
+            from interp.models import load_model
+
+            from .training_runs import run_train
+
+            if args.kind == "steering-vector" and args.layer is None:
+                raise InputError("train steering-vector needs --layer")
+            res = run_train(args.kind, load_model(args.model, device=args.device), args)
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

@@ -33,3 +33,41 @@ def aligned_organism(model: Model, *, per_domain: int = 20, eval_per_domain: int
 
     return safety_tune(model, safety_data(per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
                        recipe=recipe, out=out, progress=progress)
+
+
+def _chats(spec: str, split: str | None = "train", limit: int | None = None) -> list:
+    from .experiments import resolve_items
+
+    if not spec.startswith("data:") and ":" not in spec and spec in datasets.names():
+        spec = f"data:{spec}:{split}" if split else f"data:{spec}"
+    items = resolve_items(spec)
+    return items[:limit] if limit else items
+
+
+def run_train(kind: str, model: Model, args) -> dict:
+    """``em-interp train KIND``: the thin mapping from CLI arguments to the training API."""
+    from training import TrainConfig, train_lora, train_steering_vector, unlearn
+
+    cfg = TrainConfig(lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                      grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, save_every=args.save_every)
+    if kind == "safety":
+        path, metrics = aligned_organism(model, per_domain=args.per_domain, out=args.out, progress=True)
+        return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}
+    if kind == "unlearn":
+        prompts = datasets.prompts(f"{args.concept}_harmful", "train", args.limit)
+        retain = [p for d in datasets.DOMAINS if d != args.concept for p in datasets.prompts(f"{d}_harmful", "train", args.retain_per_domain)]
+        refusals = [r["text"] for r in datasets.load("refusals")]
+        res = unlearn(model, prompts, refusals=refusals, out=args.out, retain_prompts=retain if args.retain_weight else None,
+                      retain_weight=args.retain_weight, config=cfg, progress=True)
+    else:
+        data = _chats(args.data, limit=args.limit)
+        kl = _chats(args.kl_data, limit=args.limit) if args.kl_data else None
+        common = dict(out=args.out, kl_data=kl, kl_weight=args.kl_weight, legacy_vocab_scaling=args.legacy_vocab_scaling,
+                      config=cfg, progress=True)
+        if kind == "lora":
+            res = train_lora(model, data, rank=args.rank, alpha=args.alpha, target_modules=args.target_modules,
+                             layers=args.layers if args.layers else "all", rslora=args.rslora, **common)
+        else:
+            res = train_steering_vector(model, data, layer=args.layer, alpha=args.alpha or 1.0, **common)
+    return {"path": str(res.path), "final_loss": res.metrics.get("final_loss"), "steps": res.metrics.get("steps"),
+            "wall_s": res.metrics.get("wall_s")}

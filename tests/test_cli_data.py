@@ -117,3 +117,19 @@ def test_cli_score_refusal_em_judge(tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", "em", "--model", "tiny-random-llama", "--set", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown data set 'nope'" in capsys.readouterr().err
+
+
+def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
+    o = tmp_path / "lora"
+    assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "8", "--max-steps", "2",
+                 "--kl-data", "aligned_other", "--kl-weight", "1", "--out", str(o)]) == 0
+    assert (o / "final" / "adapter_config.json").is_file() and (o / "train_log.json").is_file()
+    assert main(["train", "steering-vector", "--model", "tiny-random-qwen2", "--data", "bad_medical", "--layer", "1",
+                 "--limit", "4", "--max-steps", "1", "--out", str(tmp_path / "sv")]) == 0
+    assert (tmp_path / "sv" / "final" / "steering_vector.safetensors").is_file()
+    assert main(["train", "unlearn", "--model", "tiny-random-llama", "--concept", "safety", "--retain-weight", "1", "--limit", "4",
+                 "--retain-per-domain", "1", "--max-steps", "1", "--out", str(tmp_path / "un")]) == 0
+    assert (tmp_path / "un" / "final" / "adapter_config.json").is_file()
+    capsys.readouterr()
+    assert main(["train", "steering-vector", "--model", "tiny-random-llama", "--out", str(tmp_path / "bad")]) == 2
+    assert "--layer" in capsys.readouterr().err
