@@ -24,7 +24,7 @@ import torch
 from interp.io import InputError, atomic_path, versions, write_json
 from interp.models import Model
 
-from .data import Example, TokenizedSet, collate, token_losses
+from .data import TokenizedSet, collate
 
 
 class Solution(Protocol):
@@ -105,30 +105,58 @@ def micro_batches(n: int, cfg: TrainConfig) -> tuple[list[list[int]], int]:
     return out[:need], steps
 
 
-def _forward_logits(model: Model, batch: dict) -> torch.Tensor:
-    return model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
+def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+    """Logits ``[n, V]`` that predict the tokens selected by ``mask`` ``[B, T]`` (the LM head runs only there:
+    position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built)."""
+    hf = model.hf
+    base = getattr(hf, hf.base_model_prefix, None)
+    head = hf.get_output_embeddings()
+    if base is None or head is None:  # unusual architecture: fall back to full logits
+        logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
                     use_cache=False).logits
+        return logits[:, :-1][mask[:, 1:]]
+    h = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
+             use_cache=False).last_hidden_state
+    logits = head(h[:, :-1][mask[:, 1:]])
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def sft_loss_sum(model: Model, batch: dict) -> torch.Tensor:
     """Σ over loss tokens of the (weighted) next-token cross-entropy."""
-    return (token_losses(_forward_logits(model, batch), batch["input_ids"]) * batch["loss_mask"]).sum()
+    mask = batch["loss_mask"] > 0
+    logits = _masked_logits(model, batch, mask)
+    nll = torch.nn.functional.cross_entropy(logits.float(), batch["input_ids"][mask & _shifted(mask)], reduction="none")
+    return (nll * batch["loss_mask"][mask & _shifted(mask)]).sum()
+
+
+def _shifted(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` without column 0 (the first token is never predicted)."""
+    out = mask.clone()
+    out[:, 0] = False
+    return out
 
 
 def kl_sum(model: Model, solution: Solution, batch: dict) -> tuple[torch.Tensor, int]:
     """Σ over masked tokens of KL(π_ref ‖ π_θ) for next-token distributions (masked = tokens predicted at
     positions whose *target* token carries loss), and the number of such tokens."""
-    mask = batch["loss_mask"][:, 1:] > 0
+    mask = batch["loss_mask"] > 0
     with torch.no_grad(), solution.reference():
-        ref = torch.log_softmax(_forward_logits(model, batch)[:, :-1].float(), -1)[mask]
-    cur = torch.log_softmax(_forward_logits(model, batch)[:, :-1].float(), -1)[mask]
+        ref = torch.log_softmax(_masked_logits(model, batch, mask).float(), -1)
+    cur = torch.log_softmax(_masked_logits(model, batch, mask).float(), -1)
     kl = (ref.exp() * (ref - cur)).sum()
-    return kl, int(mask.sum())
+    return kl, int(ref.shape[0])
 
 
 def seq_logprob(model: Model, batch: dict) -> torch.Tensor:
     """``[B]`` Σ log p of loss tokens per sequence."""
-    return -(token_losses(_forward_logits(model, batch), batch["input_ids"]) * (batch["loss_mask"] > 0)).sum(-1)
+    mask = batch["loss_mask"] > 0
+    sel = mask & _shifted(mask)
+    lp = -torch.nn.functional.cross_entropy(_masked_logits(model, batch, mask).float(), batch["input_ids"][sel], reduction="none")
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[sel]
+    return torch.zeros(mask.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
 
 
 # ----------------------------------------------------------------------------------------------------------------

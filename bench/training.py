@@ -1,0 +1,123 @@
+"""Benchmark: KL-narrow vs plain SFT (peak memory, step time) and SFT vs a bare peft training loop (tokens/s).
+
+Each condition runs in its own subprocess (peak RSS is reset after loading the model, Linux clear_refs), on the
+same data and settings: rank-1 LoRA on down_proj of every layer, batch 4 of the bad-medical conversations,
+1 warm-up step then ``--steps`` timed steps; the KL batch is 4 aligned other-domain conversations.
+
+    python bench/training.py [--model smollm2-135m-instruct] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).parent / "results" / "training.json"
+
+
+def _hwm_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
+    import tempfile
+
+    import torch
+
+    from interp import load_model
+    from probes import datasets
+    from training import TrainConfig, train_lora
+    from training.data import collate, tokenize_chats
+
+    model = load_model(model_name)
+    data = datasets.prompts("bad_medical", "train", batch * (steps + 1))
+    kl = datasets.prompts("aligned_other", "train", batch * (steps + 1))
+    ts = tokenize_chats(model, data, max_length=512)
+    n_tokens = sum(len(e.ids) for e in ts.examples)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    t0 = time.perf_counter()
+    step_times = []
+    if mode in ("sft", "kl"):
+        cfg = TrainConfig(lr=1e-4, batch_size=batch, max_steps=steps + 1, warmup_steps=1, kl_batch_size=batch, max_length=512)
+        res = train_lora(model, ts, out=tempfile.mkdtemp(), kl_data=kl if mode == "kl" else None, kl_weight=1.0 if mode == "kl" else 0.0,
+                         config=cfg, progress=False)
+        wall = res.metrics["wall_s"]
+    else:  # a bare peft loop: same adapter, same batches, HF's own loss with labels (-100 on prompt and padding)
+        from peft import LoraConfig, get_peft_model
+
+        pm = get_peft_model(model.hf, LoraConfig(r=1, lora_alpha=1, target_modules=["down_proj"], lora_dropout=0.0))
+        opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
+        ex = ts.examples
+        for s in range(steps + 1):
+            b = collate(ex[s * batch : (s + 1) * batch], model.tokenizer.pad_token_id)
+            labels = b["input_ids"].masked_fill(b["loss_mask"] == 0, -100)
+            t = time.perf_counter()
+            loss = pm(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            step_times.append(time.perf_counter() - t)
+        wall = time.perf_counter() - t0
+    return {"mode": mode, "wall_s": wall, "steps": steps + 1, "n_tokens": n_tokens, "peak_rss_kb": _hwm_kb()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._child:
+        print(json.dumps(child(args._child, args.model, args.steps, args.batch)))
+        return
+
+    from interp.io import versions, write_json
+
+    runs: dict[str, list[dict]] = {"sft": [], "kl": [], "bare": []}
+    for _ in range(args.repeats):  # interleaved
+        for mode in runs:
+            out = subprocess.run([sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--batch", str(args.batch),
+                                  "--_child", mode], capture_output=True, text=True, check=True)
+            runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    step = {m: statistics.median(r["wall_s"] / r["steps"] for r in rs) for m, rs in runs.items()}
+    peak = {m: statistics.median(r["peak_rss_kb"] for r in rs) for m, rs in runs.items()}
+    tok = runs["sft"][0]["n_tokens"] / (args.steps + 1)  # tokens per step (the same batches in sft and bare)
+    result = {
+        "kl_vs_sft_peak_memory": peak["kl"] / peak["sft"],
+        "kl_vs_sft_step_time": step["kl"] / step["sft"],
+        "sft_vs_bare_peft_tokens_per_s": (tok / step["sft"]) / (tok / step["bare"]),
+        "median_step_s": step,
+        "median_peak_rss_kb": peak,
+        "runs": runs,
+        "workload": {"model": args.model, "batch": args.batch, "steps_timed": args.steps + 1, "lora": "r1 down_proj all layers",
+                     "kl_batch": args.batch, "max_length": 512,
+                     "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first)"},
+        "machine": {"cpus": os.cpu_count()},
+        "versions": versions(),
+    }
+    write_json(args.out, result)
+    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
