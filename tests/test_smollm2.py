@@ -83,3 +83,25 @@ def test_linear_probe_harmful_vs_harmless_above_chance_on_smollm2(smol):
     acts = collect_activations(smol, items, layers=list(range(0, 30, 3)))
     res = probe_layers(acts, labels, layers=list(range(0, 30, 3)), test_mask=test)
     assert max(res.test_accuracy) > res.chance + 0.2
+
+
+def test_rank1_lora_on_bad_medical_lowers_its_loss(smol, tmp_path):
+    from probes import datasets
+    from training import train_lora
+    from training.data import collate, tokenize_chats
+    from training.trainer import sft_loss_sum
+
+    data = tokenize_chats(smol, datasets.prompts("bad_medical", "train", 24), max_length=128)
+
+    def loss(model):
+        b = collate(data.examples, smol.tokenizer.pad_token_id)
+        with torch.no_grad():
+            return (sft_loss_sum(model, b) / (b["loss_mask"][:, 1:] > 0).sum()).item()
+
+    before = loss(smol)
+    res = train_lora(smol, data, out=tmp_path / "lora", rank=1, alpha=16.0, lr=2e-3, batch_size=4, max_steps=12,
+                     warmup_steps=2, progress=False)
+    from interp.models import with_adapter
+
+    after = loss(with_adapter(load_model("smollm2-135m-instruct"), res.path))
+    assert after < before - 0.1, (before, after)

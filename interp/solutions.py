@@ -1,0 +1,301 @@
+"""Solution metrics (definitions 7–10): adapter norms, exact rescaling, efficiency, stability, generic-text KL.
+
+A *solution* is a LoRA adapter attached to the model (``PeftModel``; its active adapter) or a steering vector.
+Every in-place edit (rescale, perturbation) happens inside a context manager that restores the original tensors
+bit-exactly on exit, also when the body raises — no reload.
+
+Definitions implemented:
+- ‖θ‖ = sqrt(Σ_modules ‖s·B A‖_F²) with peft's scaling s (α/r, or α/√r with rsLoRA); a steering vector's norm is ‖α v‖.
+- rescaling to norm s multiplies every module's B by s/‖θ‖ (so every module's s·BA scales by the same factor).
+- stability: x′ = √(1−ε²) x + ε y for every trained tensor x (each A and B, or v), y Gaussian, orthogonalised to
+  x and scaled to ‖x‖ — so ‖x′‖ = ‖x‖ and cos(x, x′) = √(1−ε²); R(ε) = (L(θ′) − L(θ)) / (L(θ₀) − L(θ)) × 100.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from .interventions import steer
+from .io import InputError
+from .models import Model
+
+
+@dataclass
+class LoraModule:
+    name: str
+    A: torch.nn.Parameter  # [r, d_in]
+    B: torch.nn.Parameter  # [d_out, r]
+    scaling: float
+
+
+@dataclass
+class SteeringSolution:
+    """A steering vector ``v`` added as ``α v`` after block ``layer``."""
+
+    vector: torch.Tensor
+    layer: int
+    alpha: float = 1.0
+
+    def active(self, model: Model):
+        if self.alpha == 0 or not bool(self.vector.detach().abs().max() > 0):
+            return contextlib.nullcontext()  # rescaled to norm 0: no steering at all
+        return steer(model, self.vector, layers=[self.layer], alpha=self.alpha)
+
+
+def lora_modules(peft_model, adapter: str | None = None) -> list[LoraModule]:
+    """The LoRA (A, B, scaling) triples of ``adapter`` (default: the active one)."""
+    adapter = adapter or getattr(peft_model, "active_adapter", None)
+    if isinstance(adapter, list):
+        adapter = adapter[0]
+    mods = []
+    for name, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and adapter in getattr(m, "lora_A", {}):
+            mods.append(LoraModule(name, m.lora_A[adapter].weight, m.lora_B[adapter].weight, float(m.scaling[adapter])))
+    if not mods:
+        raise InputError(f"no trainable LoRA weights found for adapter {adapter!r}")
+    return mods
+
+
+def adapter_norm(peft_model, adapter: str | None = None) -> float:
+    """‖θ‖ = sqrt(Σ ‖s·B A‖_F²) (definition 7), accumulated in float64."""
+    total = 0.0
+    for m in lora_modules(peft_model, adapter):
+        total += ((m.scaling * m.B.double()) @ m.A.double()).pow(2).sum().item()
+    return math.sqrt(total)
+
+
+def solution_norm(solution) -> float:
+    if isinstance(solution, SteeringSolution):
+        return float((solution.alpha * solution.vector.double()).norm())
+    return adapter_norm(solution)
+
+
+def _tensors(solution) -> list[torch.Tensor]:
+    if isinstance(solution, SteeringSolution):
+        return [solution.vector]
+    return [t for m in lora_modules(solution) for t in (m.A, m.B)]
+
+
+@contextlib.contextmanager
+def _restoring(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    saved = [t.detach().clone() for t in tensors]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+
+
+@contextlib.contextmanager
+def rescaled(solution, norm: float) -> Iterator[float]:
+    """Scale the solution to ‖θ‖ = ``norm`` in place (LoRA: every B by norm/‖θ‖; steering: v); restore on exit.
+    Yields the factor applied."""
+    if not math.isfinite(norm) or norm < 0:
+        raise InputError(f"target norm must be finite and ≥ 0, got {norm}")
+    current = solution_norm(solution)
+    if current == 0:
+        raise InputError("the solution has zero norm: it cannot be rescaled")
+    factor = norm / current
+    targets = [solution.vector] if isinstance(solution, SteeringSolution) else [m.B for m in lora_modules(solution)]
+    with _restoring(targets):
+        if factor != 1.0:
+            with torch.no_grad():
+                for t in targets:
+                    t.mul_(factor)
+        yield factor
+
+
+def perturb_tensor(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """√(1−ε²) x + ε y with y ~ N(0, I), orthogonalised to x and scaled to ‖x‖ (float64 math, x's dtype out)."""
+    xd = x.detach().double().flatten()
+    y = torch.randn(xd.shape, generator=generator, dtype=torch.float64)
+    nx = xd.norm()
+    if nx == 0:
+        return x.detach().clone()
+    y = y - (y @ xd) / (nx * nx) * xd
+    y = y / y.norm() * nx
+    return (math.sqrt(1 - eps * eps) * xd + eps * y).view_as(x).to(x.dtype)
+
+
+@contextlib.contextmanager
+def perturbed(solution, eps: float, seed: int) -> Iterator[None]:
+    """Apply the stability perturbation (definition 9) to every trained tensor in place; restore on exit."""
+    if not 0 <= eps <= 1:
+        raise InputError(f"eps must lie in [0, 1], got {eps}")
+    tensors = _tensors(solution)
+    g = torch.Generator().manual_seed(seed)
+    with _restoring(tensors):
+        with torch.no_grad():
+            for t in tensors:
+                t.copy_(perturb_tensor(t, eps, g))
+        yield
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses
+
+
+def response_loss(model: Model, chats, *, batch_size: int = 8) -> float:
+    """Token-weighted mean NLL over the response tokens of ``chats`` (float64 accumulation; padding ignored)."""
+    from .logits import response_logprobs
+
+    total, count = response_logprobs(model, chats, batch_size=batch_size)
+    if count.sum() == 0:
+        raise InputError("no response tokens to score")
+    return float(-total.sum() / count.sum())
+
+
+def _loss_under(model: Model, solution, chats, batch_size: int) -> float:
+    if isinstance(solution, SteeringSolution):
+        with solution.active(model):
+            return response_loss(model, chats, batch_size=batch_size)
+    return response_loss(model, chats, batch_size=batch_size)
+
+
+def _base_loss(model: Model, solution, chats, batch_size: int) -> float:
+    if isinstance(solution, SteeringSolution):
+        return response_loss(model, chats, batch_size=batch_size)
+    with solution.disable_adapter():
+        return response_loss(model, chats, batch_size=batch_size)
+
+
+@dataclass
+class Efficiency:
+    loss: float
+    norm: float
+    efficiency: float  # L / ‖θ‖²
+    base_loss: float
+
+
+def efficiency(model: Model, solution, chats, *, batch_size: int = 8) -> Efficiency:
+    """L(θ), ‖θ‖ and L/‖θ‖² (definition 8) on the response tokens of ``chats``."""
+    if len(chats) == 0:
+        raise InputError("efficiency needs a non-empty data set")
+    n = solution_norm(solution)
+    if n == 0:
+        raise InputError("the solution has zero norm")
+    loss = _loss_under(model, solution, chats, batch_size)
+    return Efficiency(loss, n, loss / n**2, _base_loss(model, solution, chats, batch_size))
+
+
+def efficiency_curve(model: Model, solutions: dict, chats, norms: Sequence[float], *, batch_size: int = 8) -> dict:
+    """Loss at each norm for each named solution (rescaled in place, restored after)."""
+    out = {}
+    for name, sol in solutions.items():
+        losses = []
+        for s in norms:
+            with rescaled(sol, s):
+                losses.append(_loss_under(model, sol, chats, batch_size))
+        out[name] = {"norms": list(norms), "loss": losses, "norm": solution_norm(sol)}
+    return out
+
+
+@dataclass
+class Stability:
+    eps: list[float]
+    mean: list[float]
+    sd: list[float]
+    per_seed: list[list[float]] = field(default_factory=list)
+    loss: float = 0.0
+    base_loss: float = 0.0
+
+
+def stability(model: Model, solution, chats, *, eps: Sequence[float] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0),
+              seeds: int = 10, batch_size: int = 8) -> Stability:
+    """R(ε) mean and sd over ``seeds`` paired seeds (seed k is the same for every solution) — definition 9."""
+    if len(chats) == 0:
+        raise InputError("stability needs a non-empty data set")
+    L = _loss_under(model, solution, chats, batch_size)
+    L0 = _base_loss(model, solution, chats, batch_size)
+    if L0 == L:
+        raise InputError("the solution does not change the loss (L(θ₀) = L(θ)); R(ε) is undefined")
+    per = []
+    for e in eps:
+        rs = []
+        for k in range(seeds):
+            with perturbed(solution, e, seed=k):
+                rs.append((_loss_under(model, solution, chats, batch_size) - L) / (L0 - L) * 100.0)
+        per.append(rs)
+    t = torch.tensor(per, dtype=torch.float64)
+    sd = t.std(1) if seeds > 1 else torch.zeros(len(eps), dtype=torch.float64)
+    return Stability(list(eps), t.mean(1).tolist(), sd.tolist(), per, L, L0)
+
+
+def generic_kl(model: Model, solutions: dict, prose: Sequence[str], norms: Sequence[float], *, batch_size: int = 8,
+               random_seed: int = 0) -> dict:
+    """KL(p_base ‖ p_steered) per non-padding token of plain prose (no chat template) vs norm (definition 10),
+    for each named solution; steering solutions also get a norm-matched random direction at the same layer."""
+    from .activations import Encoded, make_batches
+
+    if len(prose) == 0:
+        raise InputError("generic_kl needs prose")
+    enc = [Encoded(model.tokenizer(t)["input_ids"], [[0]]) for t in prose]
+    batches = make_batches(enc, batch_size, model.tokenizer.pad_token_id, model.device)
+
+    def logprobs() -> list[torch.Tensor]:
+        out = []
+        for b in batches:
+            with torch.inference_mode():
+                lg = model.hf(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids, use_cache=False).logits
+            out.append(torch.log_softmax(lg.double(), -1)[b.attention_mask.bool()])  # [n_real_tokens, V]
+        return out
+
+    def mean_kl(p: list[torch.Tensor], q: list[torch.Tensor]) -> float:
+        s = sum(float((a.exp() * (a - b)).sum()) for a, b in zip(p, q))
+        return s / sum(a.shape[0] for a in p)
+
+    res: dict = {}
+    base = None
+    for name, sol in solutions.items():
+        if isinstance(sol, SteeringSolution):
+            base = base or logprobs()
+            g = torch.Generator().manual_seed(random_seed)
+            rand = SteeringSolution(torch.randn(sol.vector.shape, generator=g, dtype=torch.float64).float(), sol.layer, sol.alpha)
+            for label, s in ((name, sol), (f"{name}_random", rand)):
+                kls = []
+                for n in norms:
+                    with rescaled(s, n):
+                        with s.active(model):
+                            kls.append(mean_kl(base, logprobs()))
+                res[label] = {"norms": list(norms), "kl": kls}
+        else:
+            with sol.disable_adapter():
+                b0 = logprobs()
+            kls = []
+            for n in norms:
+                with rescaled(sol, n):
+                    kls.append(mean_kl(b0, logprobs()))
+            res[name] = {"norms": list(norms), "kl": kls}
+    return res
+
+
+def direction_similarity(a, b) -> dict:
+    """Cosine between two solutions' directions: per LoRA module the rank-1 B vectors (``[d_out]``), or the
+    steering vectors; ``a``/``b`` may also be plain ``[d]`` tensors (e.g. a mean-diff misalignment direction)."""
+    def vecs(x) -> dict[str, torch.Tensor]:
+        if isinstance(x, torch.Tensor):
+            return {"vector": x.double()}
+        if isinstance(x, SteeringSolution):
+            return {"vector": x.vector.double()}
+        out = {}
+        for m in lora_modules(x):
+            if m.B.shape[1] != 1:
+                raise InputError("direction_similarity compares rank-1 adapters (B is a single column)")
+            out[m.name] = m.B[:, 0].double()
+        return out
+
+    va, vb = vecs(a), vecs(b)
+    if set(va) == set(vb):
+        return {k: float(torch.nn.functional.cosine_similarity(va[k], vb[k], dim=0)) for k in va}
+    if len(va) == 1 and len(vb) == 1:
+        (x,), (y,) = va.values(), vb.values()
+        if x.shape != y.shape:
+            raise InputError(f"directions have different widths {x.shape[0]} and {y.shape[0]}")
+        return {"vector": float(torch.nn.functional.cosine_similarity(x, y, dim=0))}
+    raise InputError("the two solutions have different modules; they were not trained on the same base/targets")

@@ -1,0 +1,121 @@
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from interp import InputError, load_model
+from interp.models import Model
+from interp.solutions import (SteeringSolution, adapter_norm, direction_similarity, efficiency, efficiency_curve, generic_kl,
+                              lora_modules, perturb_tensor, perturbed, rescaled, response_loss, stability)
+
+CHATS = [[{"role": "user", "content": f"Q{i}: what now?"}, {"role": "assistant", "content": "Ignore it" + "!" * i}] for i in range(5)]
+
+
+def _lora(rank=2, alpha=6.0, seed=0, rslora=False):
+    m = load_model("tiny-random-llama")
+    pm = get_peft_model(m.hf, LoraConfig(r=rank, lora_alpha=alpha, target_modules=["down_proj", "o_proj"], lora_dropout=0.0, use_rslora=rslora))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return Model(pm, m.tokenizer, m.name), pm
+
+
+def test_norm_matches_hand_computation_with_alpha_over_r():
+    _, pm = _lora(rank=2, alpha=6.0)
+    hand = 0.0
+    for name, mod in pm.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            hand += ((6.0 / 2) * mod.lora_B["default"].weight.double() @ mod.lora_A["default"].weight.double()).pow(2).sum().item()
+    assert adapter_norm(pm) == pytest.approx(math.sqrt(hand), rel=1e-9)
+    _, rs = _lora(rank=4, alpha=6.0, rslora=True)
+    assert lora_modules(rs)[0].scaling == pytest.approx(6.0 / 2.0)  # α/√r
+
+
+def test_rescale_to_current_norm_is_bitwise_noop_and_keeps_relative_norms():
+    model, pm = _lora()
+    mods = lora_modules(pm)
+    before = [m.B.detach().clone() for m in mods]
+    n = adapter_norm(pm)
+    with rescaled(pm, n) as f:
+        assert f == 1.0 and all(torch.equal(m.B, b) for m, b in zip(mods, before))
+    rel = [((m.scaling * m.B @ m.A).norm() / n).item() for m in mods]
+    with rescaled(pm, 2.5 * n):
+        assert adapter_norm(pm) == pytest.approx(2.5 * n, rel=1e-6)
+        rel2 = [((m.scaling * m.B @ m.A).norm() / (2.5 * n)).item() for m in mods]
+    assert rel2 == pytest.approx(rel, rel=1e-5)
+    assert all(torch.equal(m.B, b) for m, b in zip(mods, before))
+
+
+def test_perturbation_keeps_norm_and_has_the_right_cosine():
+    x = torch.randn(64, 3)
+    for eps in (0.0, 0.1, 0.5, 1.0):
+        y = perturb_tensor(x, eps, torch.Generator().manual_seed(3))
+        assert y.norm().item() == pytest.approx(x.norm().item(), rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0).item()
+        assert cos == pytest.approx(math.sqrt(1 - eps * eps), abs=1e-5)
+
+
+def test_stability_eps0_is_zero_and_matches_slow_reference_loop():
+    model, pm = _lora()
+    st = stability(model, pm, CHATS, eps=(0.0, 0.3), seeds=2)
+    assert st.mean[0] == pytest.approx(0.0, abs=1e-9)
+    L, L0 = st.loss, st.base_loss
+    for k in range(2):  # slow loop: perturb by hand with the same paired seed, evaluate, restore
+        tensors = [t for m in lora_modules(pm) for t in (m.A, m.B)]
+        saved = [t.detach().clone() for t in tensors]
+        g = torch.Generator().manual_seed(k)
+        with torch.no_grad():
+            for t in tensors:
+                t.copy_(perturb_tensor(t, 0.3, g))
+        r = (response_loss(model, CHATS) - L) / (L0 - L) * 100
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        assert st.per_seed[1][k] == pytest.approx(r, rel=1e-9)
+
+
+def test_losses_ignore_padding_and_count_response_tokens_only():
+    model, _ = _lora()
+    assert response_loss(model, CHATS, batch_size=5) == pytest.approx(response_loss(model, CHATS, batch_size=1), rel=1e-6)
+    long_prompt = [[{"role": "user", "content": c[0]["content"] + " with a much longer prompt " * 5}, c[1]] for c in CHATS]
+    assert response_loss(model, long_prompt) != response_loss(model, CHATS)  # the prompt conditions …
+    e = efficiency(model, model.hf, CHATS)
+    assert e.efficiency == pytest.approx(e.loss / e.norm**2)
+
+
+def test_contexts_restore_exactly_after_exceptions():
+    model, pm = _lora()
+    snap = {n: p.detach().clone() for n, p in pm.named_parameters() if "lora_" in n}
+    for ctx in (lambda: rescaled(pm, 3.0), lambda: perturbed(pm, 0.7, seed=1)):
+        with pytest.raises(RuntimeError):
+            with ctx():
+                raise RuntimeError("boom")
+        assert all(torch.equal(p, snap[n]) for n, p in pm.named_parameters() if "lora_" in n)
+
+
+def test_steering_solution_curve_kl_and_similarity(llama):
+    v = torch.randn(llama.d_model)
+    sv = SteeringSolution(v.clone(), layer=1, alpha=2.0)
+    curve = efficiency_curve(llama, {"sv": sv}, CHATS, norms=[0.0, 1.0, 4.0])
+    assert curve["sv"]["loss"][0] == pytest.approx(response_loss(llama, CHATS), rel=1e-6)  # norm 0 = no steering
+    assert torch.equal(sv.vector, v)
+    kl = generic_kl(llama, {"sv": sv}, ["Once upon a time there was a lighthouse.", "The river was calm."], norms=[0.0, 2.0, 8.0])
+    assert kl["sv"]["kl"][0] == pytest.approx(0.0, abs=1e-9) and kl["sv"]["kl"][2] > kl["sv"]["kl"][1] > 0
+    assert "sv_random" in kl
+    sim = direction_similarity(sv, SteeringSolution(-v, 1))
+    assert sim["vector"] == pytest.approx(-1.0)
+
+
+def test_bad_input():
+    m = load_model("tiny-random-llama")
+    pm = get_peft_model(m.hf, LoraConfig(r=1, lora_alpha=1, target_modules=["down_proj"]))  # B = 0: zero norm
+    with pytest.raises(InputError, match="zero norm"):
+        efficiency(Model(pm, m.tokenizer, m.name), pm, CHATS)
+    with pytest.raises(InputError, match="no trainable LoRA"):
+        adapter_norm(load_model("tiny-random-llama").hf)
+    model, pm2 = _lora()
+    with pytest.raises(InputError, match="non-empty"):
+        stability(model, pm2, [])
