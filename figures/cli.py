@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="use at most this many training conversations")
 
+    p = sub.add_parser("solutions", help="compare a general and a narrow solution: efficiency, stability, generic-text KL")
+    _common(p)
+    p.add_argument("--general", required=True, help="adapter or steering-vector directory of the general solution")
+    p.add_argument("--narrow", required=True, help="adapter or steering-vector directory of the narrow solution")
+    p.add_argument("--data", default="bad_medical", help="narrow data set (NAME, train split) or data:NAME:SPLIT")
+    p.add_argument("--prose", default="data:generic_prose:test")
+    p.add_argument("--limit", type=int, default=16)
+    p.add_argument("--seeds", type=int, default=10)
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -169,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.kind == "steering-vector" and args.layer is None:
                 raise InputError("train steering-vector needs --layer")
             res = run_train(args.kind, load_model(args.model, device=args.device), args)
+        elif args.command == "solutions":
+            res = experiments.run_solutions(args.model, args.general, args.narrow, args.data, args.out, prose=args.prose,
+                                            limit=args.limit, seeds=args.seeds, device=args.device)
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

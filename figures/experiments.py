@@ -173,3 +173,54 @@ def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out
                      "negative": negative, "versions": versions()}
     path = write_json(Path(out) / "sae_decomposition.json", res)
     return {"result": str(path), "by_decoder": res["by_decoder"][:5]}
+
+
+def load_solution(model_name: str, path: str, device: str | None = None):
+    """``(model, solution)`` for a trained adapter directory (a fresh model with the adapter attached) or a
+    steering-vector directory (the base model and a SteeringSolution)."""
+    from interp.models import with_adapter
+    from interp.solutions import SteeringSolution
+
+    p = Path(path)
+    if (p / "steering_vector.safetensors").is_file():
+        import json
+
+        from safetensors.torch import load_file
+
+        meta = json.loads((p / "steering_vector.json").read_text())
+        model = load_model(model_name, device=device)
+        v = load_file(str(p / "steering_vector.safetensors"))["vector"]
+        if v.shape[0] != model.d_model:
+            raise InputError(f"steering vector {p} has width {v.shape[0]}, {model_name} has {model.d_model}")
+        return model, SteeringSolution(v, meta["layer"], meta.get("alpha", 1.0)), meta
+    model = with_adapter(load_model(model_name, device=device), p)
+    import json
+
+    meta = json.loads((p / "em_interp.json").read_text()) if (p / "em_interp.json").is_file() else {}
+    return model, model.hf, meta
+
+
+def run_solutions(model_name: str, general: str, narrow: str, data: str, out: str | Path, *, prose: str = "data:generic_prose:test",
+                  limit: int = 16, seeds: int = 10, device: str | None = None) -> dict:
+    """Compare the general and the narrow solution → ``out/solutions.json`` and three figures."""
+    from interp.solutions import compare_solutions, direction_similarity
+
+    t0 = time.time()
+    chats = resolve_items(data if ":" in data else f"data:{data}:train")[:limit]
+    texts = resolve_items(prose)[:limit]
+    mg, sg, meta_g = load_solution(model_name, general, device)
+    mn, sn, meta_n = load_solution(model_name, narrow, device)
+    for k in ("n_layers", "d_model", "vocab_size", "base_model"):
+        if k in meta_g and k in meta_n and meta_g[k] != meta_n[k]:
+            raise InputError(f"the two solutions were trained on different base models ({k}: {meta_g[k]} vs {meta_n[k]})")
+    res = compare_solutions({"general": mg, "narrow": mn}, {"general": sg, "narrow": sn}, chats, texts, seeds=seeds)
+    try:
+        res["direction_similarity"] = direction_similarity(sg, sn)
+    except InputError as e:
+        res["direction_similarity"] = {"error": str(e)}
+    res["config"] = {"model": model_name, "general": general, "narrow": narrow, "data": data, "n_chats": len(chats),
+                     "n_prose": len(texts), "seeds": seeds, "wall_s": round(time.time() - t0, 1), "versions": versions()}
+    out = Path(out)
+    path = write_json(out / "solutions.json", res)
+    figs = plots.solution_curves(res, out)
+    return {"result": str(path), "figures": [str(f) for f in figs], "efficiency": {k: v["efficiency"] for k, v in res["efficiency"].items()}}

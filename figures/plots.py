@@ -138,3 +138,39 @@ def probe_accuracy(result: dict, path: str | Path, *, title: str = "") -> list[P
     ax.legend(fontsize=7)
     ax.set_title(title or "linear probe accuracy per layer")
     return save_figure(fig, path)
+
+
+def solution_curves(result: dict, out_dir: str | Path) -> list[Path]:
+    """The three narrow-vs-general figures: loss vs norm, R(ε) with ±sd bands, generic-text KL vs norm."""
+    out_dir = Path(out_dir)
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, c in result["efficiency_curve"].items():
+        ax.plot(c["norms"], c["loss"], marker=".", label=f"{name} (‖θ‖={c['norm']:.2g})")
+    ax.set_xlabel("‖θ‖ (rescaled)")
+    ax.set_ylabel("loss on narrow data")
+    ax.legend(fontsize=7)
+    ax.set_title("efficiency: loss at equal norm")
+    paths += save_figure(fig, out_dir / "loss_vs_norm")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, st in result["stability"].items():
+        import numpy as np
+
+        m, sd = np.array(st["mean"]), np.array(st["sd"])
+        ax.plot(st["eps"], m, marker=".", label=name)
+        ax.fill_between(st["eps"], m - sd, m + sd, alpha=0.2)
+    ax.set_xlabel("ε")
+    ax.set_ylabel("R(ε) %")
+    ax.legend(fontsize=7)
+    ax.set_title("stability under directional perturbation")
+    paths += save_figure(fig, out_dir / "stability")
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for name, c in result["generic_kl"].items():
+        ax.plot(c["norms"], c["kl"], marker=".", label=name, ls="--" if name.endswith("_random") else "-")
+    ax.set_xlabel("‖θ‖ (rescaled)")
+    ax.set_ylabel("KL(base ‖ steered) per token")
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.legend(fontsize=7)
+    ax.set_title("influence on generic text")
+    paths += save_figure(fig, out_dir / "generic_kl")
+    return paths

@@ -299,3 +299,28 @@ def direction_similarity(a, b) -> dict:
             raise InputError(f"directions have different widths {x.shape[0]} and {y.shape[0]}")
         return {"vector": float(torch.nn.functional.cosine_similarity(x, y, dim=0))}
     raise InputError("the two solutions have different modules; they were not trained on the same base/targets")
+
+
+def compare_solutions(model_by_name: dict[str, Model], solutions: dict, chats, prose: Sequence[str], *,
+                      norm_factors: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+                      eps: Sequence[float] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0), seeds: int = 10, batch_size: int = 8) -> dict:
+    """Efficiency, equal-norm loss curves, stability and generic-text KL for each named solution (e.g. ``general``
+    and ``narrow``), all at the same absolute norms (``norm_factors`` × the mean of the solutions' norms) and with
+    paired perturbation seeds. ``model_by_name[name]`` is the model the solution acts on."""
+    if not solutions:
+        raise InputError("no solutions to compare")
+    norms0 = {k: solution_norm(s) for k, s in solutions.items()}
+    if any(n == 0 for n in norms0.values()):
+        raise InputError(f"zero-norm solution(s): {[k for k, n in norms0.items() if n == 0]}")
+    mean_norm = sum(norms0.values()) / len(norms0)
+    grid = [f * mean_norm for f in norm_factors]
+    res: dict = {"norms": norms0, "grid": grid, "efficiency": {}, "efficiency_curve": {}, "stability": {}, "generic_kl": {}}
+    for name, sol in solutions.items():
+        m = model_by_name[name]
+        e = efficiency(m, sol, chats, batch_size=batch_size)
+        res["efficiency"][name] = e.__dict__
+        res["efficiency_curve"].update(efficiency_curve(m, {name: sol}, chats, grid, batch_size=batch_size))
+        st = stability(m, sol, chats, eps=eps, seeds=seeds, batch_size=batch_size)
+        res["stability"][name] = st.__dict__
+        res["generic_kl"].update(generic_kl(m, {name: sol}, prose, grid, batch_size=batch_size))
+    return res

@@ -119,3 +119,21 @@ def test_bad_input():
     model, pm2 = _lora()
     with pytest.raises(InputError, match="non-empty"):
         stability(model, pm2, [])
+
+
+def test_cli_solutions_end_to_end_on_tiny_model(tmp_path):
+    import json
+
+    from figures.cli import main
+
+    for name, extra in (("general", []), ("narrow", ["--kl-data", "aligned_other", "--kl-weight", "1"])):
+        assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "8", "--max-steps", "3",
+                     "--lr", "0.01", "--rank", "1", "--alpha", "4", "--max-length", "400", "--out", str(tmp_path / name), *extra]) == 0
+    out = tmp_path / "cmp"
+    assert main(["solutions", "--model", "tiny-random-llama", "--general", str(tmp_path / "general" / "final"), "--narrow",
+                 str(tmp_path / "narrow" / "final"), "--limit", "4", "--seeds", "2", "--out", str(out)]) == 0
+    res = json.loads((out / "solutions.json").read_text())
+    assert set(res["efficiency"]) == {"general", "narrow"} and len(res["stability"]["general"]["mean"]) == 6
+    assert set(res["direction_similarity"]) and all(-1 <= v <= 1 for v in res["direction_similarity"].values())
+    for f in ("loss_vs_norm.png", "stability.png", "generic_kl.png", "loss_vs_norm.pdf"):
+        assert (out / f).is_file()
