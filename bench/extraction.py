@@ -92,7 +92,9 @@ def main() -> None:
     items = prompts(args.n)
     batches = make_batches(encode_all(model, items, "last_prompt"), args.batch_size, model.tokenizer.pad_token_id, model.device)
     n_tokens = int(sum(b.attention_mask.sum() for b in batches))
-    base = getattr(model.hf, model.hf.base_model_prefix)
+    from interp.hooks import decoder
+
+    base = decoder(model.hf)
     br, lm = bridge(model), language_model(model)
     tl_names = [f"blocks.{l}.hook_out" for l in range(model.n_layers)]
 

@@ -19,7 +19,7 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .hooks import hidden_of, hooked, position_ids_from_mask
+from .hooks import decoder, hidden_of, hooked, position_ids_from_mask
 from .io import InputError
 from .models import Item, Model, as_messages
 
@@ -179,8 +179,7 @@ def run_hooks_backend(model: Model, batch: Batch, layers: list[int], on_layer: O
 
         return hook
 
-    hf = model.hf
-    base = getattr(hf, hf.base_model_prefix, hf)
+    base = decoder(model.hf)
     with hooked([(model.layers[l], make_hook(l)) for l in layers]), torch.inference_mode():
         try:
             base(

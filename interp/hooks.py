@@ -80,3 +80,14 @@ def with_hidden(output: object, hidden: torch.Tensor) -> object:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids ``[batch, seq]`` that start at 0 at each sequence's first real token (left padding)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def unwrap(hf: nn.Module) -> nn.Module:
+    """The transformers model beneath a peft wrapper (LoRA layers stay injected), or ``hf`` itself."""
+    return hf.get_base_model() if hasattr(hf, "get_base_model") else hf
+
+
+def decoder(hf: nn.Module) -> nn.Module:
+    """The decoder stack without the LM head (e.g. ``LlamaModel``), looking through peft wrappers."""
+    inner = unwrap(hf)
+    return getattr(inner, inner.base_model_prefix, inner)

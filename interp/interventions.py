@@ -20,7 +20,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 from torch import nn
 
-from .hooks import hidden_of, hooked, with_hidden
+from .hooks import decoder, hidden_of, hooked, with_hidden
 from .io import InputError
 from .models import Model
 
@@ -151,8 +151,7 @@ def steer(
     v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)
     idx = model.check_layers(layers)
     state: dict = {}
-    hf = model.hf
-    base = getattr(hf, hf.base_model_prefix, hf)
+    base = decoder(model.hf)
 
     def capture_mask(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)

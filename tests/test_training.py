@@ -155,3 +155,26 @@ def test_bad_training_input(llama, tmp_path):
     with pytest.raises(InputError, match="kl_data"):
         train_steering_vector(llama, DATA, out=tmp_path / "z", layer=1, kl_weight=1.0, max_steps=1, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_everything_works_on_a_peft_wrapped_model(tmp_path):
+    from interp import collect_activations
+    from interp.interventions import steer
+    from training.trainer import sft_loss_sum
+
+    base = load_model("tiny-random-llama")
+    res = train_lora(base, DATA, out=tmp_path / "a", rank=2, alpha=4.0, lr=1e-2, max_steps=2, progress=False)
+    wrapped = with_adapter(load_model("tiny-random-llama"), res.path)
+    batch = collate(tokenize_chats(wrapped, DATA[:2]).examples, wrapped.tokenizer.pad_token_id)
+    with torch.no_grad():
+        masked = sft_loss_sum(wrapped, batch)
+        from training.data import token_losses
+
+        full = (token_losses(wrapped.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        position_ids=batch["position_ids"]).logits, batch["input_ids"]) * batch["loss_mask"]).sum()
+    assert masked.item() == pytest.approx(full.item(), rel=1e-5)
+    a = collect_activations(wrapped, ["hi", "a longer prompt here"])
+    with steer(wrapped, torch.ones(64), layers=[1]):
+        b = collect_activations(wrapped, ["hi", "a longer prompt here"], layers=[1])
+    torch.testing.assert_close(b[:, 0] - a[:, 1], torch.ones(2, 64), atol=1e-4, rtol=0)
+    assert not torch.allclose(a, collect_activations(base, ["hi", "a longer prompt here"]))  # the adapter acts

@@ -108,10 +108,12 @@ def micro_batches(n: int, cfg: TrainConfig) -> tuple[list[list[int]], int]:
 def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
     """Logits ``[n, V]`` that predict the tokens selected by ``mask`` ``[B, T]`` (the LM head runs only there:
     position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built)."""
-    hf = model.hf
-    base = getattr(hf, hf.base_model_prefix, None)
+    from interp.hooks import decoder, unwrap
+
+    hf = unwrap(model.hf)
+    base = decoder(hf)
     head = hf.get_output_embeddings()
-    if base is None or head is None:  # unusual architecture: fall back to full logits
+    if base is hf or head is None:  # unusual architecture: fall back to full logits
         logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
                     use_cache=False).logits
         return logits[:, :-1][mask[:, 1:]]

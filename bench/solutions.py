@@ -1,0 +1,76 @@
+"""Benchmark: one (ε, seed) stability point (perturb in place, evaluate, restore) vs one plain evaluation pass
+over the same data, same run, interleaved repeats, medians. Goal ≤ 1.05×.
+
+    python bench/solutions.py [--model smollm2-135m-instruct] [--n 16] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from interp import load_model  # noqa: E402
+from interp.io import versions, write_json  # noqa: E402
+from interp.models import Model  # noqa: E402
+from interp.solutions import perturbed, response_loss  # noqa: E402
+from probes import datasets  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "solutions.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(args.model)
+    pm = get_peft_model(base.hf, LoraConfig(r=1, lora_alpha=16, target_modules=["down_proj"], lora_dropout=0.0))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    model = Model(pm, base.tokenizer, base.name)
+    chats = datasets.prompts("bad_medical", "train", args.n)
+
+    def plain():
+        return response_loss(model, chats)
+
+    def point():
+        with perturbed(pm, 0.5, seed=3):
+            return response_loss(model, chats)
+
+    plain(), point()  # warm-up
+    t = {"eval_pass": [], "stability_point": []}
+    for _ in range(args.repeats):
+        for k, fn in (("eval_pass", plain), ("stability_point", point)):
+            s = time.perf_counter()
+            fn()
+            t[k].append(time.perf_counter() - s)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    result = {"stability_point_vs_eval_pass": med["stability_point"] / med["eval_pass"], "median_seconds": med, "all_seconds": t,
+              "workload": {"model": args.model, "n_chats": args.n, "adapter": "rank-1 down_proj, all layers", "eps": 0.5,
+                           "repeats": args.repeats},
+              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}, "versions": versions()}
+    write_json(args.out, result)
+    print(json.dumps({"stability_point_vs_eval_pass": round(result["stability_point_vs_eval_pass"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
