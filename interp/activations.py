@@ -227,8 +227,9 @@ def _iterate(
     encoded = encode_all(model, items, position)
     batches = make_batches(encoded, batch_size, model.tokenizer.pad_token_id, model.device)
     slot = {l: j for j, l in enumerate(layers)}
-    show = progress if progress is not None else (len(batches) >= 8 and None)
-    for batch in tqdm(batches, desc=f"activations[{position}]", disable=None if show is None else not show, leave=False):
+    # progress=None: a bar only for long runs, and only on a terminal (tqdm's disable=None)
+    disable = (not progress) if progress is not None else (True if len(batches) < 8 else None)
+    for batch in tqdm(batches, desc=f"activations[{position}]", disable=disable, leave=False):
         T = batch.input_ids.shape[1]
         flat, row, weight = [], [], []
         r = 0

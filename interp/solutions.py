@@ -280,14 +280,14 @@ def direction_similarity(a, b) -> dict:
     steering vectors; ``a``/``b`` may also be plain ``[d]`` tensors (e.g. a mean-diff misalignment direction)."""
     def vecs(x) -> dict[str, torch.Tensor]:
         if isinstance(x, torch.Tensor):
-            return {"vector": x.double()}
+            return {"vector": x.detach().double()}
         if isinstance(x, SteeringSolution):
-            return {"vector": x.vector.double()}
+            return {"vector": x.vector.detach().double()}
         out = {}
         for m in lora_modules(x):
             if m.B.shape[1] != 1:
                 raise InputError("direction_similarity compares rank-1 adapters (B is a single column)")
-            out[m.name] = m.B[:, 0].double()
+            out[m.name] = m.B[:, 0].detach().double()
         return out
 
     va, vb = vecs(a), vecs(b)
