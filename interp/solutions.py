@@ -267,12 +267,28 @@ def generic_kl(model: Model, solutions: dict, prose: Sequence[str], norms: Seque
         else:
             with sol.disable_adapter():
                 b0 = logprobs()
-            kls = []
-            for n in norms:
-                with rescaled(sol, n):
-                    kls.append(mean_kl(b0, logprobs()))
-            res[name] = {"norms": list(norms), "kl": kls}
+            for label, ctx in ((name, contextlib.nullcontext), (f"{name}_random", lambda: randomized_b(sol, random_seed))):
+                kls = []
+                with ctx():
+                    for n in norms:
+                        with rescaled(sol, n):
+                            kls.append(mean_kl(b0, logprobs()))
+                res[label] = {"norms": list(norms), "kl": kls}
     return res
+
+
+@contextlib.contextmanager
+def randomized_b(peft_model, seed: int = 0) -> Iterator[None]:
+    """The norm-matched random baseline of a LoRA solution: every module's B becomes a Gaussian matrix with the
+    same Frobenius norm (A and the scaling kept, so each module's output direction is random); restored on exit."""
+    mods = lora_modules(peft_model)
+    g = torch.Generator().manual_seed(seed)
+    with _restoring([m.B for m in mods]):
+        with torch.no_grad():
+            for m in mods:
+                r = torch.randn(m.B.shape, generator=g, dtype=torch.float64)
+                m.B.copy_((r / r.norm() * m.B.double().norm()).to(m.B.dtype))
+        yield
 
 
 def direction_similarity(a, b) -> dict:

@@ -109,6 +109,21 @@ def test_steering_solution_curve_kl_and_similarity(llama):
     assert sim["vector"] == pytest.approx(-1.0)
 
 
+def test_generic_kl_for_lora_has_norm_matched_random_baseline():
+    model, pm = _lora()
+    snap = {n: p.detach().clone() for n, p in pm.named_parameters() if "lora_" in n}
+    n = adapter_norm(pm)
+    kl = generic_kl(model, {"lora": pm}, ["The river was calm that morning.", "A dog barked."], norms=[0.0, n])
+    assert set(kl) == {"lora", "lora_random"}
+    assert kl["lora"]["kl"][0] == pytest.approx(0.0, abs=1e-9) and kl["lora"]["kl"][1] > 0 and kl["lora_random"]["kl"][1] > 0
+    assert all(torch.equal(p, snap[k]) for k, p in pm.named_parameters() if "lora_" in k)
+    from interp.solutions import randomized_b
+
+    with randomized_b(pm, seed=1):  # each B keeps its own Frobenius norm
+        assert all(m.B.norm().item() == pytest.approx(snap[[k for k in snap if m.name in k and "lora_B" in k][0]].norm().item(), rel=1e-5)
+                   for m in lora_modules(pm))
+
+
 def test_bad_input():
     m = load_model("tiny-random-llama")
     pm = get_peft_model(m.hf, LoraConfig(r=1, lora_alpha=1, target_modules=["down_proj"]))  # B = 0: zero norm
