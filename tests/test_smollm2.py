@@ -105,3 +105,21 @@ def test_rank1_lora_on_bad_medical_lowers_its_loss(smol, tmp_path):
 
     after = loss(with_adapter(load_model("smollm2-135m-instruct"), res.path))
     assert after < before - 0.1, (before, after)
+
+
+def test_general_vs_narrow_comparison_end_to_end_on_smollm2(tmp_path):
+    import json
+
+    from figures.cli import main
+
+    common = ["--data", "bad_medical", "--rank", "1", "--alpha", "16", "--lr", "1e-3", "--batch-size", "4", "--max-steps", "6",
+              "--max-length", "128"]
+    assert main(["train", "lora", *common, "--out", str(tmp_path / "general")]) == 0
+    assert main(["train", "lora", *common, "--kl-data", "aligned_other", "--kl-weight", "1", "--out", str(tmp_path / "narrow")]) == 0
+    assert main(["solutions", "--general", str(tmp_path / "general" / "final"), "--narrow", str(tmp_path / "narrow" / "final"),
+                 "--limit", "4", "--seeds", "2", "--out", str(tmp_path / "cmp")]) == 0
+    res = json.loads((tmp_path / "cmp" / "solutions.json").read_text())
+    for name in ("general", "narrow"):
+        assert res["efficiency"][name]["efficiency"] > 0
+        assert res["stability"][name]["mean"][0] == pytest.approx(0.0, abs=5.0)  # ε = 0.01 barely moves the loss
+        assert f"{name}_random" in res["generic_kl"]
