@@ -293,7 +293,9 @@ def randomized_b(peft_model, seed: int = 0) -> Iterator[None]:
 
 def direction_similarity(a, b) -> dict:
     """Cosine between two solutions' directions: per LoRA module the rank-1 B vectors (``[d_out]``), or the
-    steering vectors; ``a``/``b`` may also be plain ``[d]`` tensors (e.g. a mean-diff misalignment direction)."""
+    steering vectors; ``a``/``b`` may also be plain ``[d]`` tensors, and ``b`` may be a per-layer mean-diff
+    :class:`~interp.directions.Directions` (e.g. the misalignment direction), compared module by module at the
+    module's layer."""
     def vecs(x) -> dict[str, torch.Tensor]:
         if isinstance(x, torch.Tensor):
             return {"vector": x.detach().double()}
@@ -306,6 +308,22 @@ def direction_similarity(a, b) -> dict:
             out[m.name] = m.B[:, 0].detach().double()
         return out
 
+    from .directions import Directions
+
+    if isinstance(b, Directions) and not isinstance(a, (torch.Tensor, SteeringSolution)):
+        # LoRA vs a per-layer mean-diff direction: each module's B against the direction at that module's layer
+        import re
+
+        out = {}
+        for name, vec in vecs(a).items():
+            m = re.search(r"layers\.(\d+)\.", name)
+            if m and int(m.group(1)) in b.layers:
+                out[name] = float(torch.nn.functional.cosine_similarity(vec, b.vector(int(m.group(1))).double(), dim=0))
+        if not out:
+            raise InputError("no LoRA module lies in a layer covered by the directions")
+        return out
+    if isinstance(b, Directions):
+        raise InputError("compare a steering vector with directions.vector(layer), a [d] tensor")
     va, vb = vecs(a), vecs(b)
     if set(va) == set(vb):
         return {k: float(torch.nn.functional.cosine_similarity(va[k], vb[k], dim=0)) for k in va}

@@ -152,3 +152,38 @@ def test_cli_solutions_end_to_end_on_tiny_model(tmp_path):
     assert set(res["direction_similarity"]) and all(-1 <= v <= 1 for v in res["direction_similarity"].values())
     for f in ("loss_vs_norm.png", "stability.png", "generic_kl.png", "loss_vs_norm.pdf"):
         assert (out / f).is_file()
+
+
+def test_direction_similarity_lora_vs_mean_diff_directions():
+    from interp.directions import Directions
+
+    model, pm = _lora(rank=1, alpha=2.0)
+    mods = lora_modules(pm)
+    vecs = torch.randn(1, 4, 64)
+    for m in mods:
+        if "down_proj" in m.name:
+            layer = int(m.name.split("layers.")[1].split(".")[0])
+            vecs[0, layer] = m.B[:, 0].detach() * 2.0  # plant B's direction as the mean-diff direction
+    sim = direction_similarity(pm, Directions(vecs, [0, 1, 2, 3]))
+    down = {k: v for k, v in sim.items() if "down_proj" in k}
+    assert len(down) == 4 and all(v == pytest.approx(1.0, abs=1e-6) for v in down.values())
+    with pytest.raises(InputError):
+        direction_similarity(SteeringSolution(torch.ones(64), 1), Directions(vecs, [0, 1, 2, 3]))
+
+
+def test_cli_solutions_rejects_mismatched_base_models(tmp_path, capsys):
+    import json
+
+    from figures.cli import main
+
+    for name in ("general", "narrow"):
+        assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "4", "--max-steps", "1",
+                     "--max-length", "400", "--out", str(tmp_path / name)]) == 0
+    meta_path = tmp_path / "narrow" / "final" / "em_interp.json"
+    meta = json.loads(meta_path.read_text())
+    meta["base_model"] = "another-model"
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["solutions", "--model", "tiny-random-llama", "--general", str(tmp_path / "general" / "final"),
+                 "--narrow", str(tmp_path / "narrow" / "final"), "--out", str(tmp_path / "cmp")]) == 2
+    assert "different base models" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
