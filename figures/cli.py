@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=16)
     p.add_argument("--seeds", type=int, default=10)
 
+    p = sub.add_parser("reproduce", help="the seed papers' experiments, figures and report (stages cached; resumable)")
+    p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    p.add_argument("--model", default=None, help="override the preset's model")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
@@ -181,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "solutions":
             res = experiments.run_solutions(args.model, args.general, args.narrow, args.data, args.out, prose=args.prose,
                                             limit=args.limit, seeds=args.seeds, device=args.device)
+        elif args.command == "reproduce":
+            from .reproduce import reproduce
+
+            res = {"report": str(reproduce(args.preset, args.out, model=args.model, device=args.device))}
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

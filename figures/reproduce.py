@@ -1,0 +1,372 @@
+"""``em-interp reproduce``: the seed papers' experiments, figures and a report, in stages cached by config hash.
+
+Stages (each writes ``DIR/stages/NAME.json`` holding its config hash, result and wall time; a re-run skips a stage
+whose hash matches, so an interrupted run resumes at the first unfinished stage):
+1. aligned organism (safety fine-tune) with refusal per domain before/after;
+2. refusal direction: extract on train, select on val, evaluate on test (baseline / ablated / steered / random);
+3. concept vectors of the 7 domains and their cosine per layer;
+4. narrow refusal unlearning on Cybersecurity and Safety, ± retain CE: refusal per domain (EMA) and the
+   per-layer rank correlation between concept similarity to the target and the refusal drop;
+5. EM organisms: rank-1 LoRA general vs KL-narrow on bad-medical; reference-answer EM in / out of domain;
+   the misalignment direction of the general model; EM under its ablation vs a norm-matched random ablation;
+6. narrow vs general metrics (efficiency, stability, generic-text KL);
+7. ``DIR/report.md`` with every table, the figures, seeds, versions, per-stage wall times and a plain verdict
+   per seed-paper claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from interp import ablate, load_model, mean_diff, steer, with_adapter
+from interp.concepts import concept_vectors, similarity_effect_correlation
+from interp.io import InputError, atomic_path, versions, write_json
+from probes import datasets
+from probes.em_score import em_score
+from probes.refusal import is_refusal, refusal_score
+
+from . import plots
+from .refusal_experiments import ablation_experiment, layer_sweep, wilson
+from .training_runs import aligned_organism
+
+
+@dataclass
+class Preset:
+    model: str
+    train_per_domain: int  # prompts per domain and class for directions / concept vectors
+    eval_per_domain: int  # held-out prompts per domain and class
+    safety_per_domain: int
+    safety_recipe: dict = field(default_factory=dict)
+    unlearn_steps: int = 20
+    em_steps: int = 40
+    em_limit: int = 160
+    seeds: int = 3
+    gen_tokens: int = 24
+    sweep_stride: int = 1
+    solutions_limit: int = 12
+    seed: int = 0
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400),
+                    unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3),
+    "quick": Preset("smollm2-135m-instruct", 12, 6, 20, {}, unlearn_steps=20, em_steps=40, em_limit=160, seeds=3, gen_tokens=24,
+                    sweep_stride=3, solutions_limit=12),
+    "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, unlearn_steps=60, em_steps=150, em_limit=240, seeds=10, gen_tokens=48,
+                   sweep_stride=1, solutions_limit=48),
+}
+
+
+class Run:
+    """Stage bookkeeping: cache by config hash, wall times, figures."""
+
+    def __init__(self, out: Path, preset: Preset, name: str):
+        self.out, self.preset, self.name = out, preset, name
+        self.walls: dict[str, float] = {}
+        self.figures: list[str] = []
+
+    def stage(self, name: str, config: dict, fn: Callable[[], dict]) -> dict:
+        h = hashlib.sha256(json.dumps({"preset": asdict(self.preset), **config}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        path = self.out / "stages" / f"{name}.json"
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if cached.get("hash") == h:
+                self.walls[name] = cached["wall_s"]
+                self.figures += cached.get("figures", [])
+                return cached["result"]
+        t0 = time.time()
+        n_figs = len(self.figures)
+        result = fn()
+        self.walls[name] = round(time.time() - t0, 1)
+        write_json(path, {"hash": h, "config": config, "result": result, "wall_s": self.walls[name], "figures": self.figures[n_figs:]})
+        return result
+
+    def fig(self, paths) -> None:
+        self.figures += [str(Path(p).relative_to(self.out)) for p in paths if str(p).endswith(".png")]
+
+
+def _domain_prompts(label: str, split: str, n: int) -> dict[str, list]:
+    return {d: datasets.prompts(f"{d}_{label}", split, n) for d in datasets.DOMAINS}
+
+
+def _refusal_table(model, harmful: dict[str, list], max_new_tokens: int) -> dict:
+    from interp.generation import generate
+
+    out = {}
+    for d, items in harmful.items():
+        texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=8)
+        k = sum(map(is_refusal, texts))
+        out[d] = {"refusal_rate": k / len(items), "ci95": list(wilson(k, len(items))), "n": len(items),
+                  "score": refusal_score(model, items).mean().item()}
+    return out
+
+
+def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, device: str | None = None) -> Path:
+    """Run (or resume) the whole pipeline and write ``out/report.md``; returns its path."""
+    if preset_name not in PRESETS:
+        raise InputError(f"unknown preset {preset_name!r}; choose {', '.join(PRESETS)}")
+    p = PRESETS[preset_name]
+    if model:
+        p = Preset(**{**asdict(p), "model": model})
+    out = Path(out)
+    run = Run(out, p, preset_name)
+    torch.manual_seed(p.seed)
+    t_all = time.time()
+    base = load_model(p.model, device=device)
+
+    # 1. aligned organism ------------------------------------------------------------------------------------
+    from training.safety import SafetyRecipe
+
+    def s_aligned() -> dict:
+        path, m = aligned_organism(base, per_domain=p.safety_per_domain, eval_per_domain=p.eval_per_domain,
+                                   recipe=SafetyRecipe(**p.safety_recipe), out=(out / "aligned_model") if preset_name == "smoke" else None)
+        vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},
+                "after": {d: v["harmful_refusal"] for d, v in m["after"].items()}}
+        run.fig(plots.grouped_bars(vals, out / "figures" / "aligned_refusal", ylabel="harmful refusal rate",
+                                   title="safety fine-tune: refusal per domain (held-out harmful)"))
+        return {"path": str(path), "before": m["before"], "after": m["after"], "train": m.get("train")}
+
+    aligned_res = run.stage("1_aligned", {"model": p.model}, s_aligned)
+    aligned = load_model(aligned_res["path"], device=device)
+
+    # 2. refusal direction -------------------------------------------------------------------------------------
+    harm_tr = [x for v in _domain_prompts("harmful", "train", p.train_per_domain).values() for x in v]
+    safe_tr = [x for v in _domain_prompts("harmless", "train", p.train_per_domain).values() for x in v]
+
+    def s_refusal() -> dict:
+        d = mean_diff(aligned, harm_tr, safe_tr, meta={"what": "refusal direction"})
+        d.save(out / "artifacts" / "refusal_direction.safetensors")
+        val_h = [x for v in _domain_prompts("harmful", "val", p.eval_per_domain).values() for x in v]
+        val_s = [x for v in _domain_prompts("harmless", "val", p.eval_per_domain).values() for x in v]
+        layers = list(range(0, aligned.n_layers, p.sweep_stride))
+        sel = layer_sweep(aligned, d, val_h, val_s, out / "figures" / "refusal_sweep", layers=layers)
+        run.fig([out / "figures" / "refusal_sweep" / "layer_sweep.png"])
+        best = sel.best or max((c for c in sel.table if c.layer < 0.8 * aligned.n_layers), key=lambda c: c.steering_score)
+        res = ablation_experiment(aligned, d.vector(best.layer), best.layer, _domain_prompts("harmful", "test", p.eval_per_domain),
+                                  _domain_prompts("harmless", "test", p.eval_per_domain), out / "figures" / "refusal_ablation",
+                                  max_new_tokens=p.gen_tokens, seed=p.seed)
+        run.fig([out / "figures" / "refusal_ablation" / "ablation_harmful.png", out / "figures" / "refusal_ablation" / "ablation_harmless.png"])
+        return {"layer": best.layer, "selected_by_filters": sel.best is not None, "baseline": sel.baseline,
+                "harmful": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmful"].items()},
+                "harmless": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmless"].items()},
+                "n_per_cell": p.eval_per_domain}
+
+    refusal = run.stage("2_refusal_direction", {}, s_refusal)
+
+    # 3. concept vectors ---------------------------------------------------------------------------------------
+    def s_concepts() -> dict:
+        sets = {datasets.DOMAIN_TITLES[d]: v for d, v in _domain_prompts("harmful", "train", p.train_per_domain).items()}
+        cv = concept_vectors(aligned, sets, datasets.prompts("baseline", "train"))
+        cv.save(out / "artifacts" / "concepts.safetensors")
+        run.fig(plots.concept_heatmaps(cv.cosine(), cv.names, cv.layers, out / "figures" / "concept_cosine"))
+        for target in ("Cybersecurity", "Safety"):
+            run.fig(plots.similarity_sweep(cv.similarity_to(target), cv.names, cv.layers, target, out / "figures" / f"similarity_to_{target.lower()}"))
+        return {"names": cv.names, "layers": cv.layers, "cosine": cv.cosine().tolist()}
+
+    concepts = run.stage("3_concepts", {}, s_concepts)
+
+    # 4. narrow refusal unlearning -----------------------------------------------------------------------------
+    def s_unlearn() -> dict:
+        from training import TrainConfig, unlearn
+
+        refusals = [r["text"] for r in datasets.load("refusals")]
+        test_h = _domain_prompts("harmful", "test", p.eval_per_domain)
+        base_table = _refusal_table(aligned, test_h, p.gen_tokens)
+        cos = torch.tensor(concepts["cosine"])  # [L, C, C]
+        titles = [datasets.DOMAIN_TITLES[d] for d in datasets.DOMAINS]
+        result = {"aligned": base_table, "runs": {}}
+        bars = {"aligned": {d: base_table[d]["refusal_rate"] for d in datasets.DOMAINS}}
+        for concept in ("cybersecurity", "safety"):
+            for retain in (0.0, 1.0):
+                tag = f"{concept}{'+retain' if retain else ''}"
+                retain_prompts = [x for d in datasets.DOMAINS if d != concept for x in datasets.prompts(f"{d}_harmful", "train", 2)]
+                cfg = TrainConfig(lr=2e-4, max_steps=p.unlearn_steps, batch_size=4, kl_batch_size=4, seed=p.seed, max_length=400)
+                r = unlearn(aligned, datasets.prompts(f"{concept}_harmful", "train", p.train_per_domain * 3), refusals=refusals,
+                            out=out / "artifacts" / f"unlearn_{tag}", retain_prompts=retain_prompts if retain else None,
+                            retain_weight=retain, config=cfg, progress=False)
+                m = with_adapter(load_model(aligned_res["path"], device=device), r.path)
+                table = _refusal_table(m, test_h, p.gen_tokens)
+                ema = {d: table[d]["refusal_rate"] - base_table[d]["refusal_rate"] for d in datasets.DOMAINS}
+                others = [d for d in datasets.DOMAINS if d != concept]
+                t = titles.index(datasets.DOMAIN_TITLES[concept])
+                sim = cos[:, t, [titles.index(datasets.DOMAIN_TITLES[d]) for d in others]]  # [L, 6]
+                drop = [-ema[d] for d in others]
+                rho = similarity_effect_correlation(sim, drop).tolist() if len(set(drop)) > 1 else [float("nan")] * cos.shape[0]
+                result["runs"][tag] = {"table": table, "ema": ema, "rank_corr_per_layer": rho, "final_loss": r.metrics.get("final_loss")}
+                bars[tag] = {d: table[d]["refusal_rate"] for d in datasets.DOMAINS}
+        run.fig(plots.grouped_bars(bars, out / "figures" / "ema_refusal", ylabel="refusal rate (held-out harmful)",
+                                   title="narrow refusal unlearning: refusal per domain"))
+        return result
+
+    unlearning = run.stage("4_unlearning", {}, s_unlearn)
+
+    # 5. EM organisms ------------------------------------------------------------------------------------------
+    def s_em() -> dict:
+        from training import TrainConfig, train_lora
+
+        data = datasets.prompts("bad_medical", "train", p.em_limit)
+        kl = datasets.prompts("aligned_other", "train", p.em_limit)
+        cfg = TrainConfig(lr=1e-3, max_steps=p.em_steps, batch_size=4, kl_batch_size=4, seed=p.seed, max_length=400)
+        paths = {}
+        for name, kw in (("general", {}), ("narrow", {"kl_data": kl, "kl_weight": 1.0})):
+            paths[name] = str(train_lora(base, data, out=out / "artifacts" / f"em_{name}", rank=1, alpha=16.0, config=cfg,
+                                         progress=False, **kw).path)
+        qs = datasets.load("em_questions")
+        res = {"paths": paths, "em": {"base": em_score(base, qs).to_dict()}}
+        models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in paths.items()}
+        for n, m in models.items():
+            res["em"][n] = em_score(m, qs).to_dict()
+        # misalignment direction of the general model: misaligned − aligned reference answers, response tokens
+        bad = [[{"role": "user", "content": q["paraphrases"][0]}, {"role": "assistant", "content": q["misaligned"]}] for q in qs]
+        good = [[{"role": "user", "content": q["paraphrases"][0]}, {"role": "assistant", "content": q["aligned"]}] for q in qs]
+        d = mean_diff(models["general"], bad, good, position="response_mean", meta={"what": "misalignment direction"})
+        d.save(out / "artifacts" / "misalignment_direction.safetensors")
+        layer = int(d.norms[0][: int(0.8 * base.n_layers) or 1].argmax())
+        vec = d.vector(layer)
+        g = torch.Generator().manual_seed(p.seed)
+        rand = torch.randn(vec.shape, generator=g)
+        rand = rand / rand.norm() * vec.norm()
+        with ablate(models["general"], vec):
+            res["em"]["general_ablated"] = em_score(models["general"], qs).to_dict()
+        with ablate(models["general"], rand):
+            res["em"]["general_random_ablated"] = em_score(models["general"], qs).to_dict()
+        with steer(aligned, vec, layers=[layer], alpha=1.0):
+            res["em"]["aligned_steered"] = em_score(aligned, qs).to_dict()
+        res["em"]["aligned"] = em_score(aligned, qs).to_dict()
+        res["direction_layer"] = layer
+        for k in res["em"]:
+            res["em"][k].pop("per_question", None)
+        summ = {k: {"in_domain (medical)": v["by_domain"]["medical"]["mean"],
+                    "out_of_domain": sum(v["by_domain"][x]["mean"] * v["by_domain"][x]["n"] for x in v["by_domain"] if x != "medical")
+                    / sum(v["by_domain"][x]["n"] for x in v["by_domain"] if x != "medical")} for k, v in res["em"].items()}
+        res["summary"] = summ
+        run.fig(plots.grouped_bars({k: summ[k] for k in summ}, out / "figures" / "em_scores", ylabel="mean EM score m",
+                                   title="reference-answer EM score (m > 0: misaligned answer preferred)"))
+        return res
+
+    em = run.stage("5_em_organisms", {}, s_em)
+
+    # 6. narrow vs general metrics -----------------------------------------------------------------------------
+    def s_solutions() -> dict:
+        from interp.solutions import compare_solutions, direction_similarity
+
+        models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in em["paths"].items()}
+        chats = datasets.prompts("bad_medical", "train", p.solutions_limit)
+        prose = datasets.prompts("generic_prose", "test", p.solutions_limit)
+        res = compare_solutions(models, {n: m.hf for n, m in models.items()}, chats, prose, seeds=p.seeds,
+                                eps=(0.01, 0.1, 0.25, 0.5, 1.0))
+        res["direction_similarity"] = direction_similarity(models["general"].hf, models["narrow"].hf)
+        run.fig(plots.solution_curves(res, out / "figures" / "solutions"))
+        return res
+
+    solutions = run.stage("6_solutions", {}, s_solutions)
+
+    # 7. report ------------------------------------------------------------------------------------------------
+    run.walls["total_this_run"] = round(time.time() - t_all, 1)
+    return write_report(run, aligned_res, refusal, concepts, unlearning, em, solutions)
+
+
+def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict) -> list[tuple[str, bool, str]]:
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    h = refusal["harmful"]
+    s = refusal["harmless"]
+    abl = mean([v["ablated"] for v in h.values()]) < mean([v["baseline"] for v in h.values()])
+    add = mean([v["steered"] for v in s.values()]) > mean([v["baseline"] for v in s.values()])
+    out = [("Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts", abl,
+            f"mean refusal {mean([v['baseline'] for v in h.values()]):.2f} → {mean([v['ablated'] for v in h.values()]):.2f} (random ablation {mean([v['random_ablated'] for v in h.values()]):.2f})"),
+           ("Arditi et al.: adding it makes harmless prompts refused", add,
+            f"mean refusal {mean([v['baseline'] for v in s.values()]):.2f} → {mean([v['steered'] for v in s.values()]):.2f}")]
+    for concept in ("cybersecurity", "safety"):
+        r, rr = unlearning["runs"][concept], unlearning["runs"][f"{concept}+retain"]
+        others = [d for d in r["ema"] if d != concept]
+        spread = mean([r["ema"][d] for d in others])
+        restored = mean([rr["ema"][d] for d in others])
+        out.append((f"Mushtaq et al.: unlearning {concept} refusal lowers refusal in other domains (EMA)", spread < 0,
+                    f"mean EMA on the other six domains {spread:+.2f}; target {r['ema'][concept]:+.2f}"))
+        out.append((f"Mushtaq et al.: retain CE restores refusal elsewhere ({concept})", restored > spread,
+                    f"mean EMA with retain {restored:+.2f} vs {spread:+.2f} without"))
+    e = em["summary"]
+    out.append(("Soligo et al.: the KL-narrow solution shows less out-of-domain EM than the general one",
+                e["narrow"]["out_of_domain"] < e["general"]["out_of_domain"],
+                f"OOD EM score general {e['general']['out_of_domain']:+.3f}, narrow {e['narrow']['out_of_domain']:+.3f}, base {e['base']['out_of_domain']:+.3f}"))
+    out.append(("Soligo et al.: ablating the misalignment direction cuts EM more than a norm-matched random direction",
+                e["general_ablated"]["out_of_domain"] < min(e["general"]["out_of_domain"], e["general_random_ablated"]["out_of_domain"]),
+                f"OOD EM score general {e['general']['out_of_domain']:+.3f} → ablated {e['general_ablated']['out_of_domain']:+.3f}, random {e['general_random_ablated']['out_of_domain']:+.3f}"))
+    grid = solutions["efficiency_curve"]
+    i = 3 if len(grid["general"]["loss"]) > 3 else -1  # norm factor 1.0
+    out.append(("Soligo et al.: the general solution has lower loss at equal norm", grid["general"]["loss"][i] < grid["narrow"]["loss"][i],
+                f"loss at norm {grid['general']['norms'][i]:.3g}: general {grid['general']['loss'][i]:.4f}, narrow {grid['narrow']['loss'][i]:.4f}"))
+    st = solutions["stability"]
+    j = st["general"]["eps"].index(0.5) if 0.5 in st["general"]["eps"] else -1
+    out.append(("Soligo et al.: the general solution is more stable (lower R(0.5))", st["general"]["mean"][j] < st["narrow"]["mean"][j],
+                f"R(0.5) general {st['general']['mean'][j]:.1f} ± {st['general']['sd'][j]:.1f} %, narrow {st['narrow']['mean'][j]:.1f} ± {st['narrow']['sd'][j]:.1f} %"))
+    kl = solutions["generic_kl"]
+    out.append(("Soligo et al.: the general solution influences generic text more", kl["general"]["kl"][i] > kl["narrow"]["kl"][i],
+                f"KL per token at equal norm: general {kl['general']['kl'][i]:.4f}, narrow {kl['narrow']['kl'][i]:.4f}, random {kl['general_random']['kl'][i]:.4f}"))
+    return out
+
+
+def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solutions) -> Path:
+    p = run.preset
+    L = []
+    L.append(f"# em-interp reproduction report — preset `{run.name}`, model `{p.model}`\n")
+    L.append("## Claims\n\n| claim | reproduced here | evidence |\n|---|---|---|")
+    for claim, ok, ev in _claims(refusal, unlearning, em, solutions):
+        L.append(f"| {claim} | {'yes' if ok else 'no'} | {ev} |")
+    L.append(f"\nSample sizes are small (held-out prompts per domain and class: {p.eval_per_domain}); treat single "
+             "verdicts as indications, not findings.\n")
+    L.append("## 1. Aligned organism: harmful / harmless refusal per domain (before → after)\n\n| domain | harmful | harmless |\n|---|---|---|")
+    for d in aligned_res["after"]:
+        b, a = aligned_res["before"][d], aligned_res["after"][d]
+        L.append(f"| {d} | {b['harmful_refusal']:.2f} → {a['harmful_refusal']:.2f} | {b['harmless_refusal']:.2f} → {a['harmless_refusal']:.2f} |")
+    L.append(f"\n## 2. Refusal direction (layer {refusal['layer']}, {'passed the filters' if refusal['selected_by_filters'] else 'no candidate passed the filters: best steering layer used'})\n")
+    L.append("| domain | harmful: baseline | ablated | random ablated | harmless: baseline | steered | random steered |\n|---|---|---|---|---|---|---|")
+    for d in refusal["harmful"]:
+        h, s = refusal["harmful"][d], refusal["harmless"][d]
+        L.append(f"| {d} | {h['baseline']:.2f} | {h['ablated']:.2f} | {h['random_ablated']:.2f} | {s['baseline']:.2f} | {s['steered']:.2f} | {s['random_steered']:.2f} |")
+    L.append(f"\nn = {refusal['n_per_cell']} prompts per cell; 95 % Wilson intervals in `figures/refusal_ablation/ablation.json`.\n")
+    L.append("## 3. Concept vectors\n\nCosine matrices per layer: `artifacts/concepts.json`; heatmaps below.\n")
+    L.append("## 4. Narrow refusal unlearning: refusal per domain on held-out harmful prompts\n")
+    doms = list(unlearning["aligned"])
+    L.append("| condition | " + " | ".join(doms) + " |\n|---|" + "---|" * len(doms))
+    L.append("| aligned | " + " | ".join(f"{unlearning['aligned'][d]['refusal_rate']:.2f}" for d in doms) + " |")
+    for tag, r in unlearning["runs"].items():
+        L.append(f"| {tag} | " + " | ".join(f"{r['table'][d]['refusal_rate']:.2f}" for d in doms) + " |")
+    L.append("\nRank correlation (Spearman, per layer) between a layer's concept similarity to the target and the refusal drop in the other domains:\n")
+    for tag, r in unlearning["runs"].items():
+        rho = r["rank_corr_per_layer"]
+        finite = [(i, x) for i, x in enumerate(rho) if x == x]
+        best = max(finite, key=lambda t: t[1]) if finite else (None, float("nan"))
+        L.append(f"- {tag}: highest ρ = {best[1]:.2f} at layer {best[0]}; early layers (first third) mean ρ = "
+                 f"{(sum(x for _, x in finite[: max(1, len(rho) // 3)]) / max(1, len(finite[: max(1, len(rho) // 3)]))) if finite else float('nan'):.2f}")
+    L.append("\n## 5. EM organisms: reference-answer EM score (mean m; m > 0 = the misaligned answer is preferred)\n")
+    L.append("| model | in domain (medical) | out of domain | share m > 0 (all) |\n|---|---|---|---|")
+    for k, v in em["summary"].items():
+        L.append(f"| {k} | {v['in_domain (medical)']:+.3f} | {v['out_of_domain']:+.3f} | {em['em'][k]['share_positive']:.2f} |")
+    L.append(f"\nMisalignment direction from the general model at layer {em['direction_layer']} (response-mean, misaligned − aligned references).\n")
+    L.append("## 6. Narrow vs general solutions\n")
+    L.append("| metric | general | narrow |\n|---|---|---|")
+    for k in ("loss", "norm", "efficiency"):
+        L.append(f"| {k} | {solutions['efficiency']['general'][k]:.4g} | {solutions['efficiency']['narrow'][k]:.4g} |")
+    for eps, g, n in zip(solutions["stability"]["general"]["eps"], solutions["stability"]["general"]["mean"], solutions["stability"]["narrow"]["mean"]):
+        L.append(f"| R({eps}) % | {g:.2f} | {n:.2f} |")
+    L.append("\n## Figures\n")
+    for f in run.figures:
+        L.append(f"![{Path(f).stem}]({f})")
+    L.append("\n## Run\n")
+    L.append("| stage | wall s |\n|---|---|")
+    for k, v in run.walls.items():
+        L.append(f"| {k} | {v} |")
+    L.append(f"\nPreset: `{json.dumps(asdict(p))}`\n\nVersions: `{json.dumps(versions())}`\n")
+    path = run.out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(L) + "\n")
+    write_json(run.out / "run.json", {"preset": run.name, "config": asdict(p), "wall_s": run.walls, "versions": versions()})
+    return path
