@@ -44,19 +44,30 @@ def layer_sweep(model: Model, directions: Directions, harmful: Sequence, harmles
 
 
 def _measure(model: Model, items: Sequence, max_new_tokens: int, batch_size: int) -> dict:
+    return measure_groups(model, {"all": list(items)}, max_new_tokens, batch_size)["all"]
+
+
+def measure_groups(model: Model, groups: dict[str, list], max_new_tokens: int, batch_size: int = 16) -> dict:
+    """Refusal rate (Wilson CI) and first-token score per group, with one batched ``generate`` and one batched
+    scoring pass over all groups together (length-sorted batches are fuller than per-group calls)."""
     from interp.generation import generate
 
+    items = [x for g in groups.values() for x in g]
     texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    k = sum(map(is_refusal, texts))
-    score = refusal_score(model, items, batch_size=batch_size)
-    lo, hi = wilson(k, len(texts))
-    return {"refusal_rate": k / len(texts), "rate_ci95": [lo, hi], "n": len(texts),
-            "score_mean": score.mean().item(), "score_sd": score.std().item() if len(texts) > 1 else 0.0,
-            "examples": texts[:3]}
+    scores = refusal_score(model, items, batch_size=batch_size)
+    out, i = {}, 0
+    for name, g in groups.items():
+        t, sc = texts[i : i + len(g)], scores[i : i + len(g)]
+        i += len(g)
+        k = sum(map(is_refusal, t))
+        lo, hi = wilson(k, len(t))
+        out[name] = {"refusal_rate": k / len(t), "rate_ci95": [lo, hi], "n": len(t), "score_mean": sc.mean().item(),
+                     "score_sd": sc.std().item() if len(t) > 1 else 0.0, "examples": t[:3]}
+    return out
 
 
 def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmful: dict[str, list], harmless: dict[str, list],
-                        out: str | Path, *, alpha: float = 1.0, seed: int = 0, max_new_tokens: int = 24, batch_size: int = 8) -> dict:
+                        out: str | Path, *, alpha: float = 1.0, seed: int = 0, max_new_tokens: int = 24, batch_size: int = 16) -> dict:
     """Refusal rate and first-token score per domain for: baseline, direction ablated (harmful prompts),
     direction added at ``layer`` (harmless prompts), and a norm-matched random direction ablated / added.
 
@@ -66,19 +77,22 @@ def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmf
     g = torch.Generator().manual_seed(seed)
     rand = torch.randn(direction.shape[0], generator=g, dtype=torch.float64)
     rand = (rand / rand.norm() * direction.double().norm()).float()
-    res: dict = {"harmful": {}, "harmless": {}}
-    for dom, items in harmful.items():
-        r = res["harmful"][dom] = {"baseline": _measure(model, items, max_new_tokens, batch_size)}
-        with ablate(model, direction):
-            r["ablated"] = _measure(model, items, max_new_tokens, batch_size)
-        with ablate(model, rand):
-            r["random_ablated"] = _measure(model, items, max_new_tokens, batch_size)
-    for dom, items in harmless.items():
-        r = res["harmless"][dom] = {"baseline": _measure(model, items, max_new_tokens, batch_size)}
-        with steer(model, direction, layers=[layer], alpha=alpha):
-            r["steered"] = _measure(model, items, max_new_tokens, batch_size)
-        with steer(model, rand, layers=[layer], alpha=alpha):
-            r["random_steered"] = _measure(model, items, max_new_tokens, batch_size)
+    res: dict = {"harmful": {d: {} for d in harmful}, "harmless": {d: {} for d in harmless}}
+
+    def record(kind: str, cond: str, groups: dict) -> None:
+        for d, r in measure_groups(model, groups, max_new_tokens, batch_size).items():
+            res[kind][d][cond] = r
+
+    record("harmful", "baseline", harmful)
+    with ablate(model, direction):
+        record("harmful", "ablated", harmful)
+    with ablate(model, rand):
+        record("harmful", "random_ablated", harmful)
+    record("harmless", "baseline", harmless)
+    with steer(model, direction, layers=[layer], alpha=alpha):
+        record("harmless", "steered", harmless)
+    with steer(model, rand, layers=[layer], alpha=alpha):
+        record("harmless", "random_steered", harmless)
     res["config"] = {"model": model.name, "layer": layer, "alpha": alpha, "seed": seed, "direction_norm": direction.norm().item(),
                      "max_new_tokens": max_new_tokens, "wall_s": round(time.time() - t0, 1), "versions": versions()}
     out = Path(out)

@@ -30,10 +30,9 @@ from interp.concepts import concept_vectors, similarity_effect_correlation
 from interp.io import InputError, atomic_path, versions, write_json
 from probes import datasets
 from probes.em_score import em_score
-from probes.refusal import is_refusal, refusal_score
 
 from . import plots
-from .refusal_experiments import ablation_experiment, layer_sweep, wilson
+from .refusal_experiments import ablation_experiment, layer_sweep
 from .training_runs import aligned_organism
 
 
@@ -97,15 +96,10 @@ def _domain_prompts(label: str, split: str, n: int) -> dict[str, list]:
 
 
 def _refusal_table(model, harmful: dict[str, list], max_new_tokens: int) -> dict:
-    from interp.generation import generate
+    from .refusal_experiments import measure_groups
 
-    out = {}
-    for d, items in harmful.items():
-        texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=8)
-        k = sum(map(is_refusal, texts))
-        out[d] = {"refusal_rate": k / len(items), "ci95": list(wilson(k, len(items))), "n": len(items),
-                  "score": refusal_score(model, items).mean().item()}
-    return out
+    return {d: {"refusal_rate": r["refusal_rate"], "ci95": r["rate_ci95"], "n": r["n"], "score": r["score_mean"]}
+            for d, r in measure_groups(model, harmful, max_new_tokens).items()}
 
 
 def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, device: str | None = None) -> Path:
