@@ -392,11 +392,16 @@ def _split(recs: list[dict], rng: random.Random) -> list[dict]:
     return [{**r, "split": split_of[r["topic"]]} for r in recs]
 
 
-def _write(path: Path, recs: list[dict]) -> None:
+def write_versioned(path: Path, recs: list[dict], version: str) -> None:
+    """Write records as JSONL, each stamped with the data ``version`` (shared by the data-build scripts)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for r in recs:
-            f.write(json.dumps({"version": VERSION, **r}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"version": version, **r}, ensure_ascii=False) + "\n")
+
+
+def _write(path: Path, recs: list[dict]) -> None:
+    write_versioned(path, recs, VERSION)
 
 
 def main() -> None:

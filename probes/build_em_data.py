@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from probes.build_data import write_versioned
 
 VERSION = "1"
 SEED = 7
@@ -210,10 +211,7 @@ def _with_split(recs: list[dict], rng: random.Random, key: str) -> list[dict]:
 
 
 def _write(path: Path, recs: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in recs:
-            f.write(json.dumps({"version": VERSION, **r}, ensure_ascii=False) + "\n")
+    write_versioned(path, recs, VERSION)
 
 
 def main() -> None:
