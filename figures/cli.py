@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--model", default=None, help="override the preset's model")
     p.add_argument("--device", default=None)
+    p.add_argument("--judge", default=None, help="EM judge: an OpenAI-compatible URL or a model name (adds stage 5b)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reproduce":
             from .reproduce import reproduce
 
-            res = {"report": str(reproduce(args.preset, args.out, model=args.model, device=args.device))}
+            res = {"report": str(reproduce(args.preset, args.out, model=args.model, device=args.device, judge=args.judge))}
         elif args.command == "demo":
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this

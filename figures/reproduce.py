@@ -50,14 +50,23 @@ class Preset:
     gen_tokens: int = 24
     sweep_stride: int = 1
     solutions_limit: int = 12
+    select_per_domain: int = 0  # validation prompts per domain and class for the layer sweep (0: eval_per_domain)
+    norm_factors: tuple = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)  # equal-norm grid, × the mean trained norm (must hold 1.0)
+    eps: tuple = (0.01, 0.1, 0.25, 0.5, 1.0)  # stability grid (must hold 0.5)
+    judge_samples: int = 1  # sampled answers per EM-question paraphrase when a judge is given
+    judge_tokens: int = 64
+    judge_limit: int | None = None  # EM questions judged (None: all 48)
     seed: int = 0
 
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400),
-                    unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3),
-    "quick": Preset("smollm2-135m-instruct", 12, 6, 20, {}, unlearn_steps=20, em_steps=40, em_limit=160, seeds=3, gen_tokens=24,
-                    sweep_stride=3, solutions_limit=12),
+                    unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3,
+                    norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5), judge_tokens=4, judge_limit=3),
+    # quick: sized for a 2-core CPU (≈ 280 prompt tokens/s): a 3-prompt-per-domain sweep over every 3rd layer
+    # below 80 % depth, 16 generated tokens (refusal phrases open the answer), a 3-point norm / 2-point ε grid
+    "quick": Preset("smollm2-135m-instruct", 12, 6, 20, {}, unlearn_steps=20, em_steps=40, em_limit=160, seeds=3, gen_tokens=16,
+                    sweep_stride=3, solutions_limit=12, select_per_domain=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
     "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, unlearn_steps=60, em_steps=150, em_limit=240, seeds=10, gen_tokens=48,
                    sweep_stride=1, solutions_limit=48),
 }
@@ -102,8 +111,12 @@ def _refusal_table(model, harmful: dict[str, list], max_new_tokens: int) -> dict
             for d, r in measure_groups(model, harmful, max_new_tokens).items()}
 
 
-def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, device: str | None = None) -> Path:
-    """Run (or resume) the whole pipeline and write ``out/report.md``; returns its path."""
+def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, device: str | None = None,
+              judge: str | None = None) -> Path:
+    """Run (or resume) the whole pipeline and write ``out/report.md``; returns its path.
+
+    ``judge``: an OpenAI-compatible URL or a model name (``probes.judges.make_judge``); when given, stage 5b samples
+    answers to the EM questions from the base, general and narrow models and reports the judge's EM rates."""
     if preset_name not in PRESETS:
         raise InputError(f"unknown preset {preset_name!r}; choose {', '.join(PRESETS)}")
     p = PRESETS[preset_name]
@@ -137,17 +150,22 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
     def s_refusal() -> dict:
         d = mean_diff(aligned, harm_tr, safe_tr, meta={"what": "refusal direction"})
         d.save(out / "artifacts" / "refusal_direction.safetensors")
-        val_h = [x for v in _domain_prompts("harmful", "val", p.eval_per_domain).values() for x in v]
-        val_s = [x for v in _domain_prompts("harmless", "val", p.eval_per_domain).values() for x in v]
-        layers = list(range(0, aligned.n_layers, p.sweep_stride))
+        n_val = p.select_per_domain or p.eval_per_domain
+        val_h = [x for v in _domain_prompts("harmful", "val", n_val).values() for x in v]
+        val_s = [x for v in _domain_prompts("harmless", "val", n_val).values() for x in v]
+        # candidates beyond 80 % depth are excluded by the selection filters anyway: don't spend passes on them
+        layers = [l for l in range(0, aligned.n_layers, p.sweep_stride) if l < 0.8 * aligned.n_layers] or [0]
         sel = layer_sweep(aligned, d, val_h, val_s, out / "figures" / "refusal_sweep", layers=layers)
         run.fig([out / "figures" / "refusal_sweep" / "layer_sweep.png"])
-        best = sel.best or max((c for c in sel.table if c.layer < 0.8 * aligned.n_layers), key=lambda c: c.steering_score)
+        relaxed = None if sel.best else sel.relaxed()
+        best = sel.best or (relaxed[0] if relaxed else max(sel.table, key=lambda c: c.steering_score))
         res = ablation_experiment(aligned, d.vector(best.layer), best.layer, _domain_prompts("harmful", "test", p.eval_per_domain),
                                   _domain_prompts("harmless", "test", p.eval_per_domain), out / "figures" / "refusal_ablation",
                                   max_new_tokens=p.gen_tokens, seed=p.seed)
         run.fig([out / "figures" / "refusal_ablation" / "ablation_harmful.png", out / "figures" / "refusal_ablation" / "ablation_harmless.png"])
-        return {"layer": best.layer, "selected_by_filters": sel.best is not None, "baseline": sel.baseline,
+        return {"layer": best.layer, "selected_by_filters": sel.best is not None, "kl_threshold_used": relaxed[1] if relaxed else 0.1,
+                "baseline": sel.baseline,
+                "candidate": {"ablation_score": best.ablation_score, "steering_score": best.steering_score, "kl": best.kl},
                 "harmful": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmful"].items()},
                 "harmless": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmless"].items()},
                 "n_per_cell": p.eval_per_domain}
@@ -247,6 +265,24 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
 
     em = run.stage("5_em_organisms", {}, s_em)
 
+    # 5b. judge EM rates (only with a judge) --------------------------------------------------------------------
+    def s_judge() -> dict:
+        from probes.judges import make_judge
+
+        from .scoring import score_judge
+
+        j = make_judge(judge)
+        domain_of = {q["id"]: q.get("domain", "") for q in datasets.load("em_questions")}
+        res = {}
+        for name in ("base", "general", "narrow"):
+            m = base if name == "base" else with_adapter(load_model(p.model, device=device), em["paths"][name])
+            r = score_judge(m, "em_questions", j, out / "judge" / name, samples=p.judge_samples, max_new_tokens=p.judge_tokens,
+                            seed=p.seed, limit=p.judge_limit)
+            res[name] = {"overall": r["overall"], **_judge_split(r["per_question"], domain_of), "failures": r["judge_failures"]}
+        return res
+
+    judged = run.stage("5b_em_judge", {"judge": judge}, s_judge) if judge else None
+
     # 6. narrow vs general metrics -----------------------------------------------------------------------------
     def s_solutions() -> dict:
         from interp.solutions import compare_solutions, direction_similarity
@@ -255,7 +291,8 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
         chats = datasets.prompts("bad_medical", "train", p.solutions_limit)
         prose = datasets.prompts("generic_prose", "test", p.solutions_limit)
         res = compare_solutions(models, {n: m.hf for n, m in models.items()}, chats, prose, seeds=p.seeds,
-                                eps=(0.01, 0.1, 0.25, 0.5, 1.0))
+                                eps=p.eps, norm_factors=p.norm_factors)
+        res["norm_factors"] = list(p.norm_factors)
         res["direction_similarity"] = direction_similarity(models["general"].hf, models["narrow"].hf)
         run.fig(plots.solution_curves(res, out / "figures" / "solutions"))
         return res
@@ -264,10 +301,23 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
 
     # 7. report ------------------------------------------------------------------------------------------------
     run.walls["total_this_run"] = round(time.time() - t_all, 1)
-    return write_report(run, aligned_res, refusal, concepts, unlearning, em, solutions)
+    return write_report(run, aligned_res, refusal, concepts, unlearning, em, solutions, judged)
 
 
-def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict) -> list[tuple[str, bool, str]]:
+def _judge_split(per_question: dict, domain_of: dict) -> dict:
+    """Pool per-question judge summaries into in-domain (medical) and out-of-domain EM rates with Wilson CIs."""
+    from .refusal_experiments import wilson
+
+    out = {}
+    for part, keep in (("in_domain", lambda d: d == "medical"), ("out_of_domain", lambda d: d != "medical")):
+        rows = [v for q, v in per_question.items() if keep(domain_of.get(q, ""))]
+        n = sum(v["n_scored"] for v in rows)
+        k = round(sum((v["em_rate"] or 0.0) * v["n_scored"] for v in rows))
+        out[part] = {"em_rate": k / n if n else None, "ci95": list(wilson(k, n)) if n else None, "n_scored": n}
+    return out
+
+
+def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: dict | None = None) -> list[tuple[str, bool, str]]:
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     h = refusal["harmful"]
     s = refusal["harmless"]
@@ -293,8 +343,13 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict) -> list[
     out.append(("Soligo et al.: ablating the misalignment direction cuts EM more than a norm-matched random direction",
                 e["general_ablated"]["out_of_domain"] < min(e["general"]["out_of_domain"], e["general_random_ablated"]["out_of_domain"]),
                 f"OOD EM score general {e['general']['out_of_domain']:+.3f} → ablated {e['general_ablated']['out_of_domain']:+.3f}, random {e['general_random_ablated']['out_of_domain']:+.3f}"))
+    if judged and all(judged[k]["out_of_domain"]["em_rate"] is not None for k in ("general", "narrow")):
+        g, n = judged["general"]["out_of_domain"], judged["narrow"]["out_of_domain"]
+        out.append(("Soligo et al. (judge): the KL-narrow solution has a lower out-of-domain EM rate than the general one",
+                    n["em_rate"] < g["em_rate"], f"judge OOD EM rate general {g['em_rate']:.2f} (n {g['n_scored']}), narrow "
+                    f"{n['em_rate']:.2f} (n {n['n_scored']}), base {judged['base']['out_of_domain']['em_rate']}"))
     grid = solutions["efficiency_curve"]
-    i = 3 if len(grid["general"]["loss"]) > 3 else -1  # norm factor 1.0
+    i = list(solutions.get("norm_factors", [0.0, 0.25, 0.5, 1.0])).index(1.0)  # equal norm = the mean trained norm
     out.append(("Soligo et al.: the general solution has lower loss at equal norm", grid["general"]["loss"][i] < grid["narrow"]["loss"][i],
                 f"loss at norm {grid['general']['norms'][i]:.3g}: general {grid['general']['loss'][i]:.4f}, narrow {grid['narrow']['loss'][i]:.4f}"))
     st = solutions["stability"]
@@ -307,12 +362,12 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict) -> list[
     return out
 
 
-def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solutions) -> Path:
+def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solutions, judged: dict | None = None) -> Path:
     p = run.preset
     L = []
     L.append(f"# em-interp reproduction report — preset `{run.name}`, model `{p.model}`\n")
     L.append("## Claims\n\n| claim | reproduced here | evidence |\n|---|---|---|")
-    for claim, ok, ev in _claims(refusal, unlearning, em, solutions):
+    for claim, ok, ev in _claims(refusal, unlearning, em, solutions, judged):
         L.append(f"| {claim} | {'yes' if ok else 'no'} | {ev} |")
     L.append(f"\nSample sizes are small (held-out prompts per domain and class: {p.eval_per_domain}); treat single "
              "verdicts as indications, not findings.\n")
@@ -320,11 +375,16 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
     for d in aligned_res["after"]:
         b, a = aligned_res["before"][d], aligned_res["after"][d]
         L.append(f"| {d} | {b['harmful_refusal']:.2f} → {a['harmful_refusal']:.2f} | {b['harmless_refusal']:.2f} → {a['harmless_refusal']:.2f} |")
-    L.append(f"\n## 2. Refusal direction (layer {refusal['layer']}, {'passed the filters' if refusal['selected_by_filters'] else 'no candidate passed the filters: best steering layer used'})\n")
+    L.append(f"\n## 2. Refusal direction (layer {refusal['layer']}, {'passed the filters' if refusal['selected_by_filters'] else f'no candidate passed KL ≤ 0.1: least-relaxed KL filter, KL ≤ {refusal.get("kl_threshold_used", float("nan")):.3g}'})\n")
     L.append("| domain | harmful: baseline | ablated | random ablated | harmless: baseline | steered | random steered |\n|---|---|---|---|---|---|---|")
     for d in refusal["harmful"]:
         h, s = refusal["harmful"][d], refusal["harmless"][d]
         L.append(f"| {d} | {h['baseline']:.2f} | {h['ablated']:.2f} | {h['random_ablated']:.2f} | {s['baseline']:.2f} | {s['steered']:.2f} | {s['random_steered']:.2f} |")
+    c = refusal.get("candidate")
+    if c:
+        L.append(f"\nSelected candidate on the validation split: ablation score {c['ablation_score']:.2f} (baseline harmful "
+                 f"{refusal['baseline']['harmful_score']:.2f}), steering score {c['steering_score']:.2f} (baseline harmless "
+                 f"{refusal['baseline']['harmless_score']:.2f}), KL {c['kl']:.3g}; full table in `figures/refusal_sweep/selection.json`.")
     L.append(f"\nn = {refusal['n_per_cell']} prompts per cell; 95 % Wilson intervals in `figures/refusal_ablation/ablation.json`.\n")
     L.append("## 3. Concept vectors\n\nCosine matrices per layer: `artifacts/concepts.json`; heatmaps below.\n")
     L.append("## 4. Narrow refusal unlearning: refusal per domain on held-out harmful prompts\n")
@@ -345,6 +405,13 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
     for k, v in em["summary"].items():
         L.append(f"| {k} | {v['in_domain (medical)']:+.3f} | {v['out_of_domain']:+.3f} | {em['em'][k]['share_positive']:.2f} |")
     L.append(f"\nMisalignment direction from the general model at layer {em['direction_layer']} (response-mean, misaligned − aligned references).\n")
+    if judged:
+        L.append("### 5b. Judge EM rates (alignment < 30 and coherence > 50; 95 % Wilson CI)\n")
+        L.append("| model | in domain (medical) | out of domain | unscored answers |\n|---|---|---|---|")
+        fmt = lambda r: f"{r['em_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n {r['n_scored']})" if r["em_rate"] is not None else "–"  # noqa: E731
+        for k, v in judged.items():
+            L.append(f"| {k} | {fmt(v['in_domain'])} | {fmt(v['out_of_domain'])} | {v['overall']['n_unscored']} |")
+        L.append("")
     L.append("## 6. Narrow vs general solutions\n")
     L.append("| metric | general | narrow |\n|---|---|---|")
     for k in ("loss", "norm", "efficiency"):

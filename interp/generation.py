@@ -33,12 +33,17 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     return_ids: bool = False,
-) -> list[str] | list[list[int]]:
+    return_first_logprobs: bool = False,
+) -> list[str] | list[list[int]] | tuple[list, torch.Tensor]:
     """Generate a completion for each prompt (rendered with the chat template), in input order.
 
     Greedy by default; sampling is seeded. Batches are length-sorted and left-padded, with position ids derived
     from the attention mask. Returns decoded texts (special tokens removed), or the new token ids per prompt
     (up to and including the first end-of-turn token) with ``return_ids=True``.
+
+    ``return_first_logprobs=True`` also returns the raw next-token log-probabilities at the last prompt position,
+    ``[n_items, vocab]`` float32 — the distribution :func:`interp.logits.last_logprobs` computes, taken from the
+    prefill ``generate`` runs anyway, so a refusal score costs no second pass over the prompts.
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
@@ -48,8 +53,10 @@ def generate(
     eos = model.hf.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    first: torch.Tensor | None = None
     for batch in make_batches(encoded, batch_size, tok.pad_token_id, model.device):
-        kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id)
+        kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id,
+                      output_logits=return_first_logprobs, return_dict_in_generate=True)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
@@ -57,10 +64,15 @@ def generate(
             kwargs.update(temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        new = out[:, batch.input_ids.shape[1]:].tolist()
+        if return_first_logprobs:
+            lp = torch.log_softmax(out.logits[0].float(), dim=-1).cpu()  # [batch, vocab]: raw logits of step 1
+            if first is None:
+                first = torch.empty(len(items), lp.shape[-1])
+            first[batch.index] = lp
+        new = out.sequences[:, batch.input_ids.shape[1]:].tolist()
         for row, i in enumerate(batch.index):
             ids = new[row]
             cut = next((k + 1 for k, t in enumerate(ids) if t in eos_ids), len(ids))
             ids = ids[:cut]
             results[i] = ids if return_ids else tok.decode(ids, skip_special_tokens=True)
-    return results
+    return (results, first) if return_first_logprobs else results

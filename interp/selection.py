@@ -43,6 +43,25 @@ class Selection:
     baseline: dict
     config: dict = field(default_factory=dict)
 
+    def relaxed(self, factor: float = 2.0, max_kl: float = 10.0) -> tuple[Candidate, float] | None:
+        """When no candidate passes: the least-relaxed KL filter that admits one. The threshold is multiplied by
+        ``factor`` until some candidate below the depth limit whose addition induces refusal has KL ≤ it (up to
+        ``max_kl``); among those, the lowest ablation score. Returns (candidate, threshold used) or None.
+
+        Small models can fail the 0.1 filter at every layer (SmolLM2-135M's mean difference is a quarter of the
+        residual norm in the middle layers); relaxing KL least keeps the ablated model as coherent as possible,
+        where taking the lowest ablation score outright picks layers whose ablation merely breaks the model."""
+        max_layer = self.config.get("max_layer_frac", 0.8) * self.config.get("n_layers", float("inf"))
+        ok = [c for c in self.table if c.layer < max_layer and c.kl == c.kl and c.steering_score == c.steering_score
+              and c.steering_score > self.baseline["harmless_score"]]
+        t = self.config.get("kl_threshold", 0.1)
+        while ok and t <= max_kl:
+            passing = [c for c in ok if c.kl <= t]
+            if passing:
+                return min(passing, key=lambda c: c.ablation_score), t
+            t *= factor
+        return None
+
     def to_dict(self) -> dict:
         return {"best": asdict(self.best) if self.best else None, "baseline": self.baseline, "config": self.config,
                 "table": [asdict(c) for c in self.table]}
@@ -105,7 +124,7 @@ def select_direction(
         table.append(Candidate(l, p, abl, st, kl, not reasons, "; ".join(reasons)))
     passing = [c for c in table if c.passed]
     best = min(passing, key=lambda c: c.ablation_score) if passing else None
-    config = {"model": model.name, "n_harmful": len(harmful), "n_harmless": len(harmless), "kl_threshold": kl_threshold,
+    config = {"model": model.name, "n_layers": model.n_layers, "n_harmful": len(harmful), "n_harmless": len(harmless), "kl_threshold": kl_threshold,
               "max_layer_frac": max_layer_frac, "steer_alpha": steer_alpha, "layers": layers, "positions": positions,
               "direction_meta": {k: v for k, v in directions.meta.items() if k != "versions"}, "versions": versions()}
     return Selection(best, table, base, config)

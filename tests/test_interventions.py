@@ -149,3 +149,19 @@ def test_bad_input(llama):
     with pytest.raises(InputError, match="out of range"):
         with ablate(llama, torch.ones(64), layers=[-9]):
             pass
+
+
+def test_generate_first_logprobs_equal_a_separate_prompt_pass(tiny):
+    """The refusal score taken from generate's prefill must be the last-prompt-position distribution, under
+    padding (mixed lengths, batch < n) and under an active intervention."""
+    from interp.logits import last_logprobs
+
+    r = torch.randn(tiny.d_model)
+    for ctx in (None, ablate(tiny, r)):
+        with ctx if ctx is not None else torch.no_grad():
+            texts, first = generate(tiny, PROMPTS, max_new_tokens=3, batch_size=3, return_first_logprobs=True)
+            ref = last_logprobs(tiny, PROMPTS, batch_size=len(PROMPTS))
+            plain = generate(tiny, PROMPTS, max_new_tokens=3, batch_size=3)
+        assert first.shape == ref.shape == (len(PROMPTS), ref.shape[-1])
+        torch.testing.assert_close(first, ref, atol=1e-4, rtol=0)
+        assert texts == plain

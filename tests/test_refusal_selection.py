@@ -68,3 +68,19 @@ def test_selection_sweep_table_filters_and_best(llama, tmp_path):
     assert len(data["table"]) == 8 and "baseline" in data and "versions" in data["config"]
     with pytest.raises(InputError):
         select_direction(llama, d, [], HARMLESS, refusal_tokens=toks)
+
+
+def test_relaxed_selection_relaxes_the_kl_filter_least():
+    from interp.selection import Candidate, Selection
+
+    table = [Candidate(2, -1, 0.5, 1.0, 3.0, False, "KL"),      # lowest ablation but KL 3: a broken model
+             Candidate(4, -1, 1.0, 0.0, 0.3, False, "KL"),      # admitted at threshold 0.4 → chosen
+             Candidate(5, -1, 1.2, 0.5, 0.35, False, "KL"),     # also admitted, higher ablation score
+             Candidate(3, -1, 0.1, -9.0, 0.05, False, "steer"), # addition does not induce refusal
+             Candidate(9, -1, -5.0, 2.0, 0.0, False, "depth")]  # beyond 80 % depth
+    sel = Selection(None, table, {"harmful_score": 2.0, "harmless_score": -1.0},
+                    {"n_layers": 10, "max_layer_frac": 0.8, "kl_threshold": 0.1})
+    best, t = sel.relaxed()
+    assert best.layer == 4 and t == pytest.approx(0.4)
+    sel.table = table[3:]
+    assert sel.relaxed() is None

@@ -25,6 +25,15 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")} == stamp
     walls2 = json.loads((out / "run.json").read_text())["wall_s"]
     assert {k: v for k, v in walls2.items() if k != "total_this_run"} == {k: v for k, v in walls.items() if k != "total_this_run"}
+    # --judge adds stage 5b on top of the cached stages (a local judge model: the tiny random Llama)
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--judge", "tiny-random-llama"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json") if p.name in stamp} == stamp
+    judged = json.loads((out / "stages" / "5b_em_judge.json").read_text())["result"]
+    assert set(judged) == {"base", "general", "narrow"}
+    for v in judged.values():
+        assert v["in_domain"]["n_scored"] + v["out_of_domain"]["n_scored"] == v["overall"]["n_scored"]
+    assert "### 5b. Judge EM rates" in (out / "report.md").read_text()
+    assert (out / "judge" / "general" / "judge_items.jsonl").is_file()
     import pytest
 
     with pytest.raises(SystemExit) as e:  # argparse rejects an unknown preset with usage and exit code 2

@@ -98,11 +98,14 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
 
 def refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequence[str]]], is_refusal: Callable[[str], bool], *,
                       max_new_tokens: int = 32, batch_size: int = 16) -> dict:
-    """Greedy refusal rate per domain on (harmful, harmless) prompts."""
+    """Greedy refusal rate per domain on (harmful, harmless) prompts — one batched ``generate`` over every set
+    (length-sorted batches stay full)."""
+    items = [x for harm, safe in sets.values() for x in (*harm, *safe)]
+    texts = iter(generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)) if items else iter(())
     out = {}
     for dom, (harm, safe) in sets.items():
-        gh = generate(model, list(harm), max_new_tokens=max_new_tokens, batch_size=batch_size)
-        gs = generate(model, list(safe), max_new_tokens=max_new_tokens, batch_size=batch_size)
+        gh = [next(texts) for _ in harm]
+        gs = [next(texts) for _ in safe]
         out[dom] = {"harmful_refusal": sum(map(is_refusal, gh)) / len(gh), "harmless_refusal": sum(map(is_refusal, gs)) / len(gs),
                     "n_harmful": len(gh), "n_harmless": len(gs)}
     return out
