@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--kl-batch-size", type=int, default=None, help="sequences of --kl-data per micro-batch (default: TrainConfig's)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -49,7 +49,8 @@ def run_train(kind: str, model: Model, args) -> dict:
     from training import TrainConfig, train_lora, train_steering_vector, unlearn
 
     cfg = TrainConfig(lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-                      grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, save_every=args.save_every)
+                      grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, save_every=args.save_every,
+                      **({"kl_batch_size": args.kl_batch_size} if getattr(args, "kl_batch_size", None) else {}))
     if kind == "safety":
         path, metrics = aligned_organism(model, per_domain=args.per_domain, out=args.out, progress=True)
         return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}

@@ -132,14 +132,16 @@ def load_model(
             ``"tiny-random-llama" | "tiny-random-qwen2" | "tiny-random-gemma"`` (built in process, seeded),
             a ``.gguf`` file, a local model directory, or an HF hub id.
         dtype: torch dtype or its name; default fp32 on CPU, bf16 on CUDA.
-        device: ``"cpu"``, ``"cuda"``, …; default CUDA when available. Ignored with ``device_map``.
+        device: ``"cpu"``, ``"cuda"``, …; default CUDA when available — ``cuda:$LOCAL_RANK`` under ``accelerate
+            launch`` / ``torchrun``, so each data-parallel process gets its own GPU. Ignored with ``device_map``.
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` to spread over GPUs through accelerate).
         seed: weight seed of the tiny random models.
     """
     from .tiny import TINY_MODELS, build_tiny
 
     if device is None and device_map is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        rank = os.environ.get("LOCAL_RANK")
+        device = ("cuda" if rank is None else f"cuda:{rank}") if torch.cuda.is_available() else "cpu"
     if isinstance(dtype, str):
         try:
             dtype = getattr(torch, dtype)

@@ -178,3 +178,37 @@ def test_everything_works_on_a_peft_wrapped_model(tmp_path):
         b = collect_activations(wrapped, ["hi", "a longer prompt here"], layers=[1])
     torch.testing.assert_close(b[:, 0] - a[:, 1], torch.ones(2, 64), atol=1e-4, rtol=0)
     assert not torch.allclose(a, collect_activations(base, ["hi", "a longer prompt here"]))  # the adapter acts
+
+
+def test_data_parallel_two_processes_equal_one(tmp_path):
+    """`torchrun`/`accelerate launch` with 2 CPU processes (gloo) gives the adapter a single process trains:
+    micro-batches, KL batches and the token-weighted normalisers are split exactly; gradients are summed."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    one = subprocess.run([sys.executable, "-m", "tests.ddp_worker", str(tmp_path / "one")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "tests.ddp_worker", str(tmp_path / "two")], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = load_file(str(tmp_path / "one" / "final" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "final" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 1e-3  # training moved B
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    log1 = json.loads((tmp_path / "one" / "train_log.json").read_text())
+    log2 = json.loads((tmp_path / "two" / "train_log.json").read_text())
+    assert log2["processes"] == 2 and log1["processes"] == 1
+    assert [c["loss"] for c in log1["curve"]] == pytest.approx([c["loss"] for c in log2["curve"]], abs=1e-5)

@@ -2,6 +2,13 @@
 (definition 6) or NPO unlearning, AdamW with warm-up + linear decay, gradient accumulation, checkpoints with
 optimiser / scheduler / RNG state, exact resume, NaN guard, loss curve and config written as JSON.
 
+Data parallel: launched under ``accelerate launch`` (or ``torchrun``) with N processes, every micro-batch (and KL /
+retain batch) is split across the processes, each process computes its share of the *global* token-weighted sums,
+and the gradients of the solution's parameters are summed with ``accelerate.utils.reduce`` before the optimiser
+step — the update is the one a single process would make on the whole batch (tested on CPU with 2 processes).
+Only the main process writes checkpoints and the final artifact. DDP's module wrapper is not used: one step runs
+several forwards (policy, reference, KL batch) through one model, which DDP's reducer does not allow.
+
 A *solution* is what is trained (a LoRA adapter, a steering vector): it exposes its trainable parameters, an
 ``active()`` context that applies it, a ``reference()`` context that gives the reference policy π_ref (the same
 model with the solution switched off — no second copy, no logit cache), and save/load.
@@ -103,6 +110,23 @@ def micro_batches(n: int, cfg: TrainConfig) -> tuple[list[list[int]], int]:
         out += [o[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
         epoch += 1
     return out[:need], steps
+
+
+def _loss_tokens(examples) -> int:
+    """Number of loss-carrying targets (positions ≥ 1 with mask > 0) in ``examples`` — the global normaliser."""
+    return sum(sum(1 for m in e.mask[1:] if m * e.weight > 0) for e in examples)
+
+
+def _dist():
+    """(PartialState, world size, rank); a single process when not launched by accelerate / torchrun."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, 1, 0
+    from accelerate import PartialState
+
+    st = PartialState(cpu=not torch.cuda.is_available())
+    return st, st.num_processes, st.process_index
 
 
 def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
@@ -241,46 +265,80 @@ def fit(
     pad = model.tokenizer.pad_token_id
     dev = model.device
     V = model.hf.get_output_embeddings().weight.shape[0]
+    state, world, rank = _dist()
+    if world > 1 and cfg.batch_size < world:
+        raise InputError(f"batch_size {cfg.batch_size} is smaller than the {world} processes it is split across")
+    main = rank == 0
     n_tokens_seen = 0
     t0 = time.time()
-    bar = tqdm(total=steps, initial=step, desc=f"train {solution.kind}", disable=None if progress is None else not progress)
+    bar = tqdm(total=steps, initial=step, desc=f"train {solution.kind}", disable=(not main) or (None if progress is None else not progress))
+
+    def shard(idx: list[int]) -> list[int]:
+        return idx[rank::world]
+
     with solution.active():
         while step < steps:
             chunk = mbs[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
-            batches = [collate([train.examples[i] for i in idx], pad, dev) for idx in chunk]
-            n_loss = sum(float((b["loss_mask"][:, 1:] > 0).sum()) for b in batches)
+            n_loss = sum(_loss_tokens([train.examples[i] for i in idx]) for idx in chunk)  # global, all processes
             logs = {"sft": 0.0, "kl": 0.0, "npo": 0.0, "retain": 0.0}
-            for k, b in enumerate(batches):
-                if cfg.objective == "sft":
-                    ce = sft_loss_sum(model, b) / max(n_loss, 1)
-                    loss = ce
-                    logs["sft"] += ce.item()
-                else:
-                    lp = seq_logprob(model, b)
-                    with torch.no_grad(), solution.reference():
-                        lp_ref = seq_logprob(model, b)
-                    npo = (2.0 / cfg.npo_beta) * torch.nn.functional.softplus(cfg.npo_beta * (lp - lp_ref)).mean() / len(batches)
-                    loss = npo
-                    logs["npo"] += npo.item()
+            bad = False
+
+            def backward(term: torch.Tensor) -> None:
+                # one backward per term: the graph of each batch is freed before the next batch's forward, so the
+                # KL batch does not stack its activations on top of the SFT batch's (peak ≈ the larger of the two)
+                nonlocal bad
+                if not torch.isfinite(term):
+                    bad = True
+                elif term.requires_grad:
+                    term.backward()
+
+            for k, idx in enumerate(chunk):
+                mine = shard(idx)
+                if mine and not bad:
+                    b = collate([train.examples[i] for i in mine], pad, dev)
+                    if cfg.objective == "sft":
+                        ce = sft_loss_sum(model, b) / max(n_loss, 1)
+                        logs["sft"] += ce.item()
+                        backward(ce)
+                    else:
+                        lp = seq_logprob(model, b)
+                        with torch.no_grad(), solution.reference():
+                            lp_ref = seq_logprob(model, b)
+                        npo = (2.0 / cfg.npo_beta) * torch.nn.functional.softplus(cfg.npo_beta * (lp - lp_ref)).sum() / len(idx) / len(chunk)
+                        logs["npo"] += npo.item()
+                        backward(npo)
+                    n_tokens_seen += int(b["attention_mask"].sum())
                 for aux, weight, name in ((kl_set, cfg.kl_weight, "kl"), (retain_set, cfg.retain_weight, "retain")):
-                    if aux is None or not weight:
+                    if aux is None or not weight or bad:
                         continue
                     j = (step * cfg.grad_accum + k) * cfg.kl_batch_size
-                    idx = [(j + i) % len(aux.examples) for i in range(cfg.kl_batch_size)]
-                    ab = collate([aux.examples[i] for i in idx], pad, dev)
+                    aidx = [(j + i) % len(aux.examples) for i in range(cfg.kl_batch_size)]
+                    n_aux = max(_loss_tokens([aux.examples[i] for i in aidx]), 1)
+                    if not shard(aidx):
+                        continue
+                    ab = collate([aux.examples[i] for i in shard(aidx)], pad, dev)
                     if name == "kl":
-                        s, n = kl_sum(model, solution, ab)
-                        term = s / max(n, 1) / (V if cfg.legacy_vocab_scaling else 1.0) / len(batches)
+                        s_, _ = kl_sum(model, solution, ab)
+                        term = s_ / n_aux / (V if cfg.legacy_vocab_scaling else 1.0) / len(chunk)
                     else:
-                        term = sft_loss_sum(model, ab) / max(float((ab["loss_mask"][:, 1:] > 0).sum()), 1.0) / len(batches)
-                    loss = loss + weight * term
+                        term = sft_loss_sum(model, ab) / n_aux / len(chunk)
                     logs[name] += term.item()
-                if not torch.isfinite(loss):
-                    last = _latest_checkpoint(out)
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}; stopped. Last good checkpoint: "
-                                             f"{last if last else 'none (set save_every)'}")
-                loss.backward()
-                n_tokens_seen += int(b["attention_mask"].sum())
+                    backward(weight * term)
+            if world > 1:  # every process stops together, or the others would wait forever in the reduce
+                from accelerate.utils import reduce
+
+                bad = bool(reduce(torch.tensor([float(bad)], device=dev), reduction="sum").item() > 0)
+            if bad:
+                last = _latest_checkpoint(out)
+                raise FloatingPointError(f"loss became non-finite at step {step + 1}; stopped. Last good checkpoint: "
+                                         f"{last if last else 'none (set save_every)'}")
+            if world > 1:
+                from accelerate.utils import reduce
+
+                for p_ in params:
+                    g = p_.grad if p_.grad is not None else torch.zeros_like(p_)
+                    p_.grad = reduce(g, reduction="sum")
+                logs = dict(zip(logs, reduce(torch.tensor(list(logs.values()), device=dev, dtype=torch.float64), reduction="sum").tolist()))
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
             opt.step()
             sched.step()
@@ -290,20 +348,26 @@ def fit(
             curve.append({"step": step, "loss": total, **{k: v for k, v in logs.items() if v}, "lr": sched.get_last_lr()[0],
                           "grad_norm": float(gnorm) if gnorm is not None else None})
             elapsed = time.time() - t0
-            bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens_seen / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens_seen * world / max(elapsed, 1e-9):.0f}")
             bar.update(1)
             if cfg.save_every and step % cfg.save_every == 0 and step < steps:
-                _save_checkpoint(out, step, solution, opt, sched, curve)
+                if main:
+                    _save_checkpoint(out, step, solution, opt, sched, curve)
+                if state is not None:
+                    state.wait_for_everyone()
             if cfg.stop_at_step is not None and step >= cfg.stop_at_step and step < steps:
                 bar.close()
                 return TrainResult(out, {"stopped_at": step, "curve": curve})
     bar.close()
     info = {**(meta or {}), "config": asdict(cfg), "steps": steps, "n_examples": len(train.examples),
             "n_truncated": train.n_truncated, "n_dropped": train.n_dropped, "wall_s": round(time.time() - t0, 2),
-            "tokens_per_s": n_tokens_seen / max(time.time() - t0, 1e-9), "final_loss": curve[-1]["loss"] if curve else None,
-            "versions": versions()}
+            "tokens_per_s": n_tokens_seen * world / max(time.time() - t0, 1e-9), "final_loss": curve[-1]["loss"] if curve else None,
+            "processes": world, "versions": versions()}
     final = out / "final"
-    with atomic_path(final) as tmp:
-        solution.save(tmp, info)
-    write_json(out / "train_log.json", {**info, "curve": curve})
+    if main:
+        with atomic_path(final) as tmp:
+            solution.save(tmp, info)
+        write_json(out / "train_log.json", {**info, "curve": curve})
+    if state is not None:
+        state.wait_for_everyone()
     return TrainResult(final, {**info, "curve": curve})
