@@ -28,8 +28,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
 
+# the main job: the quick reproduction on the embedded SmolLM2 → $(OUT)/report.md (stages cached; re-runs resume)
 demo: $(STAMP)
-	$(VENV)/bin/em-interp demo --out $(OUT)
+	$(VENV)/bin/em-interp reproduce --preset quick --out $(OUT)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -2,7 +2,8 @@
 
 Each condition runs in its own subprocess (peak RSS is reset after loading the model, Linux clear_refs), on the
 same data and settings: rank-1 LoRA on down_proj of every layer, batch 4 of the bad-medical conversations,
-1 warm-up step then ``--steps`` timed steps; the KL batch is 4 aligned other-domain conversations.
+1 warm-up step then ``--steps`` timed steps. ``kl`` uses the trainer's default KL batch (TrainConfig.kl_batch_size,
+1 aligned other-domain conversation per micro-batch); ``kl_equal`` a KL batch as large as the SFT batch.
 
     python bench/training.py [--model smollm2-135m-instruct] [--steps 4]
 """
@@ -34,6 +35,9 @@ def _hwm_kb() -> int:
 
 
 def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
+    from training import TrainConfig
+
+    kl_batch = batch if mode == "kl_equal" else TrainConfig().kl_batch_size
     import tempfile
 
     import torch
@@ -54,9 +58,10 @@ def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
         pass
     t0 = time.perf_counter()
     step_times = []
-    if mode in ("sft", "kl"):
-        cfg = TrainConfig(lr=1e-4, batch_size=batch, max_steps=steps + 1, warmup_steps=1, kl_batch_size=batch, max_length=512)
-        res = train_lora(model, ts, out=tempfile.mkdtemp(), kl_data=kl if mode == "kl" else None, kl_weight=1.0 if mode == "kl" else 0.0,
+    if mode in ("sft", "kl", "kl_equal"):
+        use_kl = mode != "sft"
+        cfg = TrainConfig(lr=1e-4, batch_size=batch, max_steps=steps + 1, warmup_steps=1, kl_batch_size=kl_batch, max_length=512)
+        res = train_lora(model, ts, out=tempfile.mkdtemp(), kl_data=kl if use_kl else None, kl_weight=1.0 if use_kl else 0.0,
                          config=cfg, progress=False)
         wall = res.metrics["wall_s"]
     else:  # a bare peft loop: same adapter, same batches, HF's own loss with labels (-100 on prompt and padding)
@@ -75,7 +80,7 @@ def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
             opt.zero_grad()
             step_times.append(time.perf_counter() - t)
         wall = time.perf_counter() - t0
-    return {"mode": mode, "wall_s": wall, "steps": steps + 1, "n_tokens": n_tokens, "peak_rss_kb": _hwm_kb()}
+    return {"mode": mode, "kl_batch": kl_batch if mode.startswith("kl") else 0, "wall_s": wall, "steps": steps + 1, "n_tokens": n_tokens, "peak_rss_kb": _hwm_kb()}
 
 
 def main() -> None:
@@ -93,7 +98,9 @@ def main() -> None:
 
     from interp.io import versions, write_json
 
-    runs: dict[str, list[dict]] = {"sft": [], "kl": [], "bare": []}
+    from training import TrainConfig
+
+    runs: dict[str, list[dict]] = {"sft": [], "kl": [], "kl_equal": [], "bare": []}
     for _ in range(args.repeats):  # interleaved
         for mode in runs:
             out = subprocess.run([sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--batch", str(args.batch),
@@ -106,11 +113,14 @@ def main() -> None:
         "kl_vs_sft_peak_memory": peak["kl"] / peak["sft"],
         "kl_vs_sft_step_time": step["kl"] / step["sft"],
         "sft_vs_bare_peft_tokens_per_s": (tok / step["sft"]) / (tok / step["bare"]),
+        "kl_equal_batch_vs_sft_peak_memory": peak["kl_equal"] / peak["sft"],
+        "kl_equal_batch_vs_sft_step_time": step["kl_equal"] / step["sft"],
         "median_step_s": step,
         "median_peak_rss_kb": peak,
         "runs": runs,
         "workload": {"model": args.model, "batch": args.batch, "steps_timed": args.steps + 1, "lora": "r1 down_proj all layers",
-                     "kl_batch": args.batch, "max_length": 512,
+                     "kl_batch": TrainConfig().kl_batch_size, "kl_equal_batch": args.batch, "max_length": 512,
+                     "expected_step_ratio": "≈ 1 + 4K/(3B): a reference forward + forward/backward of K KL sequences over B SFT ones",
                      "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first)"},
         "machine": {"cpus": os.cpu_count()},
         "versions": versions(),

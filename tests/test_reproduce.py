@@ -12,6 +12,10 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     for section in ("## Claims", "## 1. Aligned organism", "## 2. Refusal direction", "## 4. Narrow refusal unlearning",
                     "## 5. EM organisms", "## 6. Narrow vs general", "## Figures", "## Run"):
         assert section in report, section
+    claims = report.split("## Claims")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(claims) >= 12
+    for row in claims:
+        assert row.split(" | ")[1] in {"yes", "yes (not significant)", "yes (point estimate)", "no"}, row
     figs = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figs) >= 10
     for f in figs:
