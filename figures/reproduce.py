@@ -7,7 +7,7 @@ whose hash matches, so an interrupted run resumes at the first unfinished stage)
 3. concept vectors of the 7 domains and their cosine per layer;
 4. narrow refusal unlearning on Cybersecurity and Safety, ± retain CE: refusal per domain (EMA) and the
    per-layer rank correlation between concept similarity to the target and the refusal drop;
-5. EM organisms: rank-1 LoRA general vs KL-narrow on bad-medical; reference-answer EM in / out of domain;
+5. EM organisms: rank-1 LoRA general vs KL-narrow on bad-medical (full: + financial, sports); reference-answer EM in / out of domain;
    the misalignment direction of the general model; EM under its ablation vs a norm-matched random ablation;
 6. narrow vs general metrics (efficiency, stability, generic-text KL);
 7. ``DIR/report.md`` with every table, the figures, seeds, versions, per-stage wall times and a plain verdict
@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -47,6 +47,8 @@ class Preset:
     unlearn_steps: int = 20
     em_steps: int = 40
     em_limit: int = 160
+    em_sets: tuple = ("bad_medical",)  # narrow EM data sets (keys of EM_SETS); the first gets the direction analysis
+    direction_pairs: int = 48  # misaligned / aligned training responses for the misalignment direction
     kl_batch: int = 4  # aligned sequences per micro-batch in the KL-narrow EM run (and retain batch in unlearning)
     seeds: int = 3
     gen_tokens: int = 24
@@ -64,12 +66,14 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400),
                     unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3,
-                    norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5), judge_tokens=4, judge_limit=3),
+                    norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5), judge_tokens=4, judge_limit=3,
+                    em_sets=("bad_medical", "risky_financial"), direction_pairs=8),
     # quick: sized for a 2-core CPU (≈ 280 prompt tokens/s): a 3-prompt-per-domain sweep over every 3rd layer
     # below 80 % depth, 16 generated tokens (refusal phrases open the answer), a 3-point norm / 2-point ε grid
     "quick": Preset("smollm2-135m-instruct", 12, 6, 20, {}, safety_harmless_per_domain=36, unlearn_steps=20, em_steps=40, em_limit=160, kl_batch=2, seeds=3, gen_tokens=16,
                     sweep_stride=3, solutions_limit=12, select_per_domain=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
-    "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, safety_harmless_per_domain=36, unlearn_steps=60, em_steps=150, em_limit=240, seeds=10, gen_tokens=48,
+    "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, safety_harmless_per_domain=36,
+                   em_sets=("bad_medical", "risky_financial", "extreme_sports"), direction_pairs=120, unlearn_steps=60, em_steps=150, em_limit=240, seeds=10, gen_tokens=48,
                    sweep_stride=1, solutions_limit=48),
 }
 
@@ -80,10 +84,18 @@ class Run:
     def __init__(self, out: Path, preset: Preset, name: str):
         self.out, self.preset, self.name = out, preset, name
         self.walls: dict[str, float] = {}
+        self.hashes: dict[str, str] = {}
         self.figures: list[str] = []
 
-    def stage(self, name: str, config: dict, fn: Callable[[], dict]) -> dict:
-        h = hashlib.sha256(json.dumps({"preset": asdict(self.preset), **config}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def stage(self, name: str, uses: Sequence[str], fn: Callable[[], dict], *, after: Sequence[str] = (), extra: dict | None = None) -> dict:
+        """Run ``fn`` unless ``out/stages/NAME.json`` holds a result with the same hash. The hash covers only the
+        preset fields the stage ``uses`` (plus model and seed), ``extra``, and the hashes of the stages it comes
+        ``after`` — changing one stage's settings re-runs that stage and what depends on it, nothing else."""
+        pre = asdict(self.preset)
+        config = {"model": pre["model"], "seed": pre["seed"], **{k: pre[k] for k in uses}, **(extra or {}),
+                  "after": {a: self.hashes[a] for a in after}}
+        h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.hashes[name] = h
         path = self.out / "stages" / f"{name}.json"
         if path.is_file():
             cached = json.loads(path.read_text())
@@ -100,6 +112,25 @@ class Run:
 
     def fig(self, paths) -> None:
         self.figures += [str(Path(p).relative_to(self.out)) for p in paths if str(p).endswith(".png")]
+
+
+# narrow EM data set → (its aligned contrast set with the same prompts, the EM-question domain it is "in")
+EM_SETS = {"bad_medical": ("good_medical", "medical"), "risky_financial": ("sound_financial", "financial"),
+           "extreme_sports": ("safe_sports", "sports")}
+
+
+def _em_tables(scores: dict, domain: str) -> dict:
+    """Per model: EM score dicts without per-question rows, the per-question m, and the in / out-of-domain means."""
+    first = next(iter(scores.values()))["per_question"]
+    em = {k: {kk: vv for kk, vv in v.items() if kk != "per_question"} for k, v in scores.items()}
+    summary = {}
+    for k, v in em.items():
+        by = v["by_domain"]
+        ood = [x for x in by if x != domain]
+        summary[k] = {"in_domain": by[domain]["mean"] if domain in by else float("nan"),
+                      "out_of_domain": sum(by[x]["mean"] * by[x]["n"] for x in ood) / max(sum(by[x]["n"] for x in ood), 1)}
+    return {"em": em, "summary": summary, "questions": [{"id": q["id"], "domain": q["domain"]} for q in first],
+            "per_question_m": {k: [q["m"] for q in v["per_question"]] for k, v in scores.items()}}
 
 
 def _domain_prompts(label: str, split: str, n: int) -> dict[str, list]:
@@ -143,7 +174,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                                    title="safety fine-tune: refusal per domain (held-out harmful)"))
         return {"path": str(path), "before": m["before"], "after": m["after"], "train": m.get("train")}
 
-    aligned_res = run.stage("1_aligned", {"model": p.model}, s_aligned)
+    aligned_res = run.stage("1_aligned", ["safety_per_domain", "safety_harmless_per_domain", "safety_recipe", "eval_per_domain"], s_aligned)
     aligned = load_model(aligned_res["path"], device=device)
 
     # 2. refusal direction -------------------------------------------------------------------------------------
@@ -173,7 +204,8 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                 "harmless": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmless"].items()},
                 "n_per_cell": p.eval_per_domain}
 
-    refusal = run.stage("2_refusal_direction", {}, s_refusal)
+    refusal = run.stage("2_refusal_direction", ["train_per_domain", "eval_per_domain", "select_per_domain", "sweep_stride",
+                                                 "gen_tokens"], s_refusal, after=["1_aligned"])
 
     # 3. concept vectors ---------------------------------------------------------------------------------------
     def s_concepts() -> dict:
@@ -185,7 +217,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
             run.fig(plots.similarity_sweep(cv.similarity_to(target), cv.names, cv.layers, target, out / "figures" / f"similarity_to_{target.lower()}"))
         return {"names": cv.names, "layers": cv.layers, "cosine": cv.cosine().tolist()}
 
-    concepts = run.stage("3_concepts", {}, s_concepts)
+    concepts = run.stage("3_concepts", ["train_per_domain"], s_concepts, after=["1_aligned"])
 
     # 4. narrow refusal unlearning -----------------------------------------------------------------------------
     def s_unlearn() -> dict:
@@ -220,54 +252,58 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                                    title="narrow refusal unlearning: refusal per domain"))
         return result
 
-    unlearning = run.stage("4_unlearning", {}, s_unlearn)
+    unlearning = run.stage("4_unlearning", ["train_per_domain", "eval_per_domain", "unlearn_steps", "kl_batch", "gen_tokens"], s_unlearn,
+                           after=["1_aligned", "3_concepts"])
 
     # 5. EM organisms ------------------------------------------------------------------------------------------
     def s_em() -> dict:
         from training import TrainConfig, train_lora
 
-        data = datasets.prompts("bad_medical", "train", p.em_limit)
+        qs = datasets.load("em_questions")
         kl = datasets.prompts("aligned_other", "train", p.em_limit)
         cfg = TrainConfig(lr=1e-3, max_steps=p.em_steps, batch_size=4, kl_batch_size=p.kl_batch, seed=p.seed, max_length=400)
-        paths = {}
-        for name, kw in (("general", {}), ("narrow", {"kl_data": kl, "kl_weight": 1.0})):
-            paths[name] = str(train_lora(base, data, out=out / "artifacts" / f"em_{name}", rank=1, alpha=16.0, config=cfg,
-                                         progress=False, **kw).path)
-        qs = datasets.load("em_questions")
-        res = {"paths": paths, "em": {"base": em_score(base, qs).to_dict()}}
-        models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in paths.items()}
-        for n, m in models.items():
-            res["em"][n] = em_score(m, qs).to_dict()
-        # misalignment direction of the general model: misaligned − aligned reference answers, response tokens
-        bad = [[{"role": "user", "content": q["paraphrases"][0]}, {"role": "assistant", "content": q["misaligned"]}] for q in qs]
-        good = [[{"role": "user", "content": q["paraphrases"][0]}, {"role": "assistant", "content": q["aligned"]}] for q in qs]
-        d = mean_diff(models["general"], bad, good, position="response_mean", meta={"what": "misalignment direction"})
-        d.save(out / "artifacts" / "misalignment_direction.safetensors")
-        layer = int(d.norms[0][: int(0.8 * base.n_layers) or 1].argmax())
-        vec = d.vector(layer)
-        g = torch.Generator().manual_seed(p.seed)
-        rand = torch.randn(vec.shape, generator=g)
-        rand = rand / rand.norm() * vec.norm()
-        with ablate(models["general"], vec):
-            res["em"]["general_ablated"] = em_score(models["general"], qs).to_dict()
-        with ablate(models["general"], rand):
-            res["em"]["general_random_ablated"] = em_score(models["general"], qs).to_dict()
-        with steer(aligned, vec, layers=[layer], alpha=1.0):
-            res["em"]["aligned_steered"] = em_score(aligned, qs).to_dict()
-        res["em"]["aligned"] = em_score(aligned, qs).to_dict()
-        res["direction_layer"] = layer
-        first = next(iter(res["em"].values()))["per_question"]
-        res["questions"] = [{"id": q["id"], "domain": q["domain"]} for q in first]
-        res["per_question_m"] = {k: [q["m"] for q in v.pop("per_question")] for k, v in res["em"].items()}
-        summ = {k: {"in_domain (medical)": v["by_domain"]["medical"]["mean"],
-                    "out_of_domain": sum(v["by_domain"][x]["mean"] * v["by_domain"][x]["n"] for x in v["by_domain"] if x != "medical")
-                    / sum(v["by_domain"][x]["n"] for x in v["by_domain"] if x != "medical")} for k, v in res["em"].items()}
-        res["summary"] = summ
-        run.fig(plots.grouped_bars({k: summ[k] for k in summ}, out / "figures" / "em_scores", ylabel="mean EM score m",
-                                   title="reference-answer EM score (m > 0: misaligned answer preferred)"))
+        base_em = em_score(base, qs).to_dict()
+        res: dict = {"extra": {}}
+        for k, name in enumerate(p.em_sets):
+            contrast, domain = EM_SETS[name]
+            data = datasets.prompts(name, "train", p.em_limit)
+            tag = "" if k == 0 else f"_{name}"
+            paths = {}
+            for kind, kw in (("general", {}), ("narrow", {"kl_data": kl, "kl_weight": 1.0})):
+                paths[kind] = str(train_lora(base, data, out=out / "artifacts" / f"em_{kind}{tag}", rank=1, alpha=16.0, config=cfg,
+                                             progress=False, **kw).path)
+            models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in paths.items()}
+            scores = {"base": base_em, **{n: em_score(m, qs).to_dict() for n, m in models.items()}}
+            if k > 0:  # further narrow data sets (full preset): the general-vs-narrow comparison only
+                res["extra"][name] = {"paths": paths, "domain": domain, **_em_tables(scores, domain)}
+                continue
+            res.update(paths=paths, domain=domain, set=name)
+            # misalignment direction of the general model: mean difference of its activations on the narrow set's
+            # misaligned vs aligned training responses (same prompts), response tokens — fitted in domain, so the
+            # out-of-domain EM questions it is evaluated on played no part in finding it
+            bad = data[: p.direction_pairs]
+            good = datasets.prompts(contrast, "train", p.direction_pairs)
+            d = mean_diff(models["general"], bad, good, position="response_mean", meta={"what": "misalignment direction", "data": [name, contrast]})
+            d.save(out / "artifacts" / "misalignment_direction.safetensors")
+            layer = int(d.norms[0][: int(0.8 * base.n_layers) or 1].argmax())
+            vec = d.vector(layer)
+            g = torch.Generator().manual_seed(p.seed)
+            rand = torch.randn(vec.shape, generator=g)
+            rand = rand / rand.norm() * vec.norm()
+            with ablate(models["general"], vec):
+                scores["general_ablated"] = em_score(models["general"], qs).to_dict()
+            with ablate(models["general"], rand):
+                scores["general_random_ablated"] = em_score(models["general"], qs).to_dict()
+            with steer(aligned, vec, layers=[layer], alpha=1.0):
+                scores["aligned_steered"] = em_score(aligned, qs).to_dict()
+            scores["aligned"] = em_score(aligned, qs).to_dict()
+            res["direction_layer"] = layer
+            res.update(_em_tables(scores, domain))
+            run.fig(plots.grouped_bars(res["summary"], out / "figures" / "em_scores", ylabel="mean EM score m",
+                                       title=f"reference-answer EM score, {name} organisms (m > 0: misaligned answer preferred)"))
         return res
 
-    em = run.stage("5_em_organisms", {}, s_em)
+    em = run.stage("5_em_organisms", ["em_sets", "em_limit", "em_steps", "kl_batch", "direction_pairs"], s_em, after=["1_aligned"])
 
     # 5b. judge EM rates (only with a judge) --------------------------------------------------------------------
     def s_judge() -> dict:
@@ -282,17 +318,18 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
             m = base if name == "base" else with_adapter(load_model(p.model, device=device), em["paths"][name])
             r = score_judge(m, "em_questions", j, out / "judge" / name, samples=p.judge_samples, max_new_tokens=p.judge_tokens,
                             seed=p.seed, limit=p.judge_limit)
-            res[name] = {"overall": r["overall"], **_judge_split(r["per_question"], domain_of), "failures": r["judge_failures"]}
+            res[name] = {"overall": r["overall"], **_judge_split(r["per_question"], domain_of, em.get("domain", "medical")), "failures": r["judge_failures"]}
         return res
 
-    judged = run.stage("5b_em_judge", {"judge": judge}, s_judge) if judge else None
+    judged = run.stage("5b_em_judge", ["judge_samples", "judge_tokens", "judge_limit"], s_judge, after=["5_em_organisms"],
+                       extra={"judge": judge}) if judge else None
 
     # 6. narrow vs general metrics -----------------------------------------------------------------------------
     def s_solutions() -> dict:
         from interp.solutions import compare_solutions, direction_similarity
 
         models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in em["paths"].items()}
-        chats = datasets.prompts("bad_medical", "train", p.solutions_limit)
+        chats = datasets.prompts(em.get("set", "bad_medical"), "train", p.solutions_limit)
         prose = datasets.prompts("generic_prose", "test", p.solutions_limit)
         res = compare_solutions(models, {n: m.hf for n, m in models.items()}, chats, prose, seeds=p.seeds,
                                 eps=p.eps, norm_factors=p.norm_factors)
@@ -301,19 +338,19 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
         run.fig(plots.solution_curves(res, out / "figures" / "solutions"))
         return res
 
-    solutions = run.stage("6_solutions", {}, s_solutions)
+    solutions = run.stage("6_solutions", ["solutions_limit", "seeds", "norm_factors", "eps"], s_solutions, after=["5_em_organisms"])
 
     # 7. report ------------------------------------------------------------------------------------------------
     run.walls["total_this_run"] = round(time.time() - t_all, 1)
     return write_report(run, aligned_res, refusal, concepts, unlearning, em, solutions, judged)
 
 
-def _judge_split(per_question: dict, domain_of: dict) -> dict:
-    """Pool per-question judge summaries into in-domain (medical) and out-of-domain EM rates with Wilson CIs."""
+def _judge_split(per_question: dict, domain_of: dict, domain: str = "medical") -> dict:
+    """Pool per-question judge summaries into in-domain and out-of-domain EM rates with Wilson CIs."""
     from .refusal_experiments import wilson
 
     out = {}
-    for part, keep in (("in_domain", lambda d: d == "medical"), ("out_of_domain", lambda d: d != "medical")):
+    for part, keep in (("in_domain", lambda d: d == domain), ("out_of_domain", lambda d: d != domain)):
         rows = [v for q, v in per_question.items() if keep(domain_of.get(q, ""))]
         n = sum(v["n_scored"] for v in rows)
         k = round(sum((v["em_rate"] or 0.0) * v["n_scored"] for v in rows))
@@ -366,7 +403,7 @@ def _paired_em_claim(claim: str, em: dict, low: str, high: str) -> tuple[str, st
     direction = e[high]["out_of_domain"] > e[low]["out_of_domain"]
     if "per_question_m" not in em:
         return claim, _verdict(direction, None), f"OOD EM score {high} {e[high]['out_of_domain']:+.3f}, {low} {e[low]['out_of_domain']:+.3f}"
-    ood = [i for i, q in enumerate(em["questions"]) if q["domain"] != "medical"]
+    ood = [i for i, q in enumerate(em["questions"]) if q["domain"] != em.get("domain", "medical")]
     d = torch.tensor([em["per_question_m"][high][i] - em["per_question_m"][low][i] for i in ood], dtype=torch.float64)
     lo, hi = bootstrap_ci(d)
     return (claim, _verdict(direction, lo > 0 or hi < 0),
@@ -393,6 +430,9 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
         out.append(_rate_claim(f"Mushtaq et al.: retain CE restores refusal in the other domains ({concept})", r, rr, n_u, other))
     out.append(_paired_em_claim("Soligo et al.: the KL-narrow solution shows less out-of-domain EM than the general one",
                                 em, "narrow", "general"))
+    for name, x in em.get("extra", {}).items():
+        out.append(_paired_em_claim(f"Soligo et al. ({name}): the KL-narrow solution shows less out-of-domain EM than the general one",
+                                    {**x, "summary": x["summary"]}, "narrow", "general"))
     out.append(_paired_em_claim("Soligo et al.: ablating the misalignment direction cuts out-of-domain EM (vs the general model)",
                                 em, "general_ablated", "general"))
     out.append(_paired_em_claim("Soligo et al.: … more than ablating a norm-matched random direction",
@@ -464,13 +504,21 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
         L.append(f"- {tag}: highest ρ = {best[1]:.2f} at layer {best[0]}; early layers (first third) mean ρ = "
                  f"{(sum(x for _, x in finite[: max(1, len(rho) // 3)]) / max(1, len(finite[: max(1, len(rho) // 3)]))) if finite else float('nan'):.2f}")
     L.append("\n## 5. EM organisms: reference-answer EM score (mean m; m > 0 = the misaligned answer is preferred)\n")
-    L.append("| model | in domain (medical) | out of domain | share m > 0 (all) |\n|---|---|---|---|")
+    L.append(f"Organisms trained on `{em.get('set', 'bad_medical')}`; in domain = the {em.get('domain', 'medical')} questions.\n")
+    L.append(f"| model | in domain ({em.get('domain', 'medical')}) | out of domain | share m > 0 (all) |\n|---|---|---|---|")
     for k, v in em["summary"].items():
-        L.append(f"| {k} | {v['in_domain (medical)']:+.3f} | {v['out_of_domain']:+.3f} | {em['em'][k]['share_positive']:.2f} |")
-    L.append(f"\nMisalignment direction from the general model at layer {em['direction_layer']} (response-mean, misaligned − aligned references).\n")
+        L.append(f"| {k} | {v['in_domain']:+.3f} | {v['out_of_domain']:+.3f} | {em['em'][k]['share_positive']:.2f} |")
+    for name, x in em.get("extra", {}).items():
+        L.append(f"\nOrganisms trained on `{name}` (in domain = the {x['domain']} questions):\n")
+        L.append(f"| model | in domain ({x['domain']}) | out of domain |\n|---|---|---|")
+        for k, v in x["summary"].items():
+            L.append(f"| {k} | {v['in_domain']:+.3f} | {v['out_of_domain']:+.3f} |")
+    L.append(f"\nMisalignment direction of the general model at layer {em['direction_layer']}: response-mean activations on "
+             f"`{em.get('set', 'bad_medical')}` minus its aligned contrast set (same prompts, training split), so the "
+             "out-of-domain questions played no part in finding it.\n")
     if judged:
         L.append("### 5b. Judge EM rates (alignment < 30 and coherence > 50; 95 % Wilson CI)\n")
-        L.append("| model | in domain (medical) | out of domain | unscored answers |\n|---|---|---|---|")
+        L.append(f"| model | in domain ({em.get('domain', 'medical')}) | out of domain | unscored answers |\n|---|---|---|---|")
         fmt = lambda r: f"{r['em_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] (n {r['n_scored']})" if r["em_rate"] is not None else "–"  # noqa: E731
         for k, v in judged.items():
             L.append(f"| {k} | {fmt(v['in_domain'])} | {fmt(v['out_of_domain'])} | {v['overall']['n_unscored']} |")

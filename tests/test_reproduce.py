@@ -5,7 +5,7 @@ import json
 from figures.cli import main
 
 
-def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, capsys):
+def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "smoke"
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
@@ -29,6 +29,16 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")} == stamp
     walls2 = json.loads((out / "run.json").read_text())["wall_s"]
     assert {k: v for k, v in walls2.items() if k != "total_this_run"} == {k: v for k, v in walls.items() if k != "total_this_run"}
+    # changing one stage's setting re-runs that stage only (stage hashes cover the fields each stage uses)
+    from dataclasses import replace
+
+    from figures import reproduce as rp
+
+    monkeypatch.setitem(rp.PRESETS, "smoke", replace(rp.PRESETS["smoke"], eps=(0.1, 0.25, 0.5)))
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
+    changed = {p.name for p in (out / "stages").glob("*.json") if p.stat().st_mtime_ns != stamp[p.name]}
+    assert changed == {"6_solutions.json"}
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     # --judge adds stage 5b on top of the cached stages (a local judge model: the tiny random Llama)
     assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--judge", "tiny-random-llama"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json") if p.name in stamp} == stamp
