@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept", default="cybersecurity", help="unlearn: the domain whose refusals are unlearned")
     p.add_argument("--retain-weight", type=float, default=0.0, help="unlearn: weight of the retain cross-entropy")
     p.add_argument("--retain-per-domain", type=int, default=6)
-    p.add_argument("--per-domain", type=int, default=20, help="safety: harmful prompts per domain")
+    p.add_argument("--per-domain", type=int, default=36, help="safety: harmful prompts per domain (all 36 of the train split)")
     p.add_argument("--harmless-per-domain", type=int, default=36, help="safety: harmless prompts per domain (all 36 of the train split)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=1)

@@ -44,6 +44,7 @@ class Preset:
     safety_per_domain: int
     safety_recipe: dict = field(default_factory=dict)
     safety_harmless_per_domain: int | None = None  # harmless prompts per domain in the safety fine-tune (None: = harmful)
+    safety_eval_per_domain: int = 0  # held-out prompts per domain and class for the before/after table (0: eval_per_domain)
     unlearn_steps: int = 20
     em_steps: int = 40
     em_limit: int = 160
@@ -70,9 +71,9 @@ PRESETS: dict[str, Preset] = {
                     em_sets=("bad_medical", "risky_financial"), direction_pairs=8),
     # quick: sized for a 2-core CPU (≈ 280 prompt tokens/s): a 3-prompt-per-domain sweep over every 3rd layer
     # below 80 % depth, 16 generated tokens (refusal phrases open the answer), a 3-point norm / 2-point ε grid
-    "quick": Preset("smollm2-135m-instruct", 12, 6, 20, {}, safety_harmless_per_domain=36, unlearn_steps=20, em_steps=40, em_limit=160, kl_batch=2, seeds=3, gen_tokens=16,
+    "quick": Preset("smollm2-135m-instruct", 12, 6, 36, {}, safety_harmless_per_domain=36, safety_eval_per_domain=12, unlearn_steps=20, em_steps=40, em_limit=160, kl_batch=2, seeds=3, gen_tokens=16,
                     sweep_stride=3, solutions_limit=12, select_per_domain=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
-    "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, safety_harmless_per_domain=36,
+    "full": Preset("smollm2-135m-instruct", 36, 12, 36, {}, safety_harmless_per_domain=36, safety_eval_per_domain=12,
                    em_sets=("bad_medical", "risky_financial", "extreme_sports"), direction_pairs=120, unlearn_steps=60, em_steps=150, em_limit=240, seeds=10, gen_tokens=48,
                    sweep_stride=1, solutions_limit=48),
 }
@@ -166,7 +167,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
 
     def s_aligned() -> dict:
         path, m = aligned_organism(base, per_domain=p.safety_per_domain, harmless_per_domain=p.safety_harmless_per_domain,
-                                   eval_per_domain=p.eval_per_domain,
+                                   eval_per_domain=p.safety_eval_per_domain or p.eval_per_domain,
                                    recipe=SafetyRecipe(**p.safety_recipe), out=(out / "aligned_model") if preset_name == "smoke" else None)
         vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},
                 "after": {d: v["harmful_refusal"] for d, v in m["after"].items()}}
@@ -174,7 +175,8 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                                    title="safety fine-tune: refusal per domain (held-out harmful)"))
         return {"path": str(path), "before": m["before"], "after": m["after"], "train": m.get("train")}
 
-    aligned_res = run.stage("1_aligned", ["safety_per_domain", "safety_harmless_per_domain", "safety_recipe", "eval_per_domain"], s_aligned)
+    aligned_res = run.stage("1_aligned", ["safety_per_domain", "safety_harmless_per_domain", "safety_recipe", "eval_per_domain",
+                                       "safety_eval_per_domain"], s_aligned)
     aligned = load_model(aligned_res["path"], device=device)
 
     # 2. refusal direction -------------------------------------------------------------------------------------
@@ -437,6 +439,8 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
                                 em, "general_ablated", "general"))
     out.append(_paired_em_claim("Soligo et al.: … more than ablating a norm-matched random direction",
                                 em, "general_ablated", "general_random_ablated"))
+    out.append(_paired_em_claim("Soligo et al.: adding the misalignment direction to the aligned organism raises its out-of-domain EM",
+                                em, "aligned", "aligned_steered"))
     if judged and all(judged[k]["out_of_domain"]["em_rate"] is not None for k in ("general", "narrow")):
         g, nn = judged["general"]["out_of_domain"], judged["narrow"]["out_of_domain"]
         kg, kn = round(g["em_rate"] * g["n_scored"]), round(nn["em_rate"] * nn["n_scored"])

@@ -9,7 +9,7 @@ from probes import datasets
 from probes.refusal import is_refusal
 
 
-def safety_data(per_domain: int = 20, split: str = "train", harmless_per_domain: int | None = None):
+def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
     each) plus 40 benign ones, with refusals. More harmless than harmful prompts per domain — the harmless
     neighbours of each harmful topic — is the lever against over-refusal."""
@@ -29,7 +29,7 @@ def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
             for d in datasets.DOMAINS}
 
 
-def aligned_organism(model: Model, *, per_domain: int = 20, harmless_per_domain: int | None = None, eval_per_domain: int = 6,
+def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain: int | None = None, eval_per_domain: int = 12,
                      out: str | Path | None = None, recipe=None, progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
     from training.safety import safety_tune
