@@ -388,13 +388,15 @@ def _verdict(direction: bool, significant: bool | None) -> str:
     return "yes" if significant else "yes (point estimate)" if significant is None else "yes (not significant)"
 
 
-def _rate_claim(claim: str, lower: dict, higher: dict, n: int, keep=lambda d: True, what: str = "refusal") -> tuple[str, str, str]:
-    """Claim that pooled rate(higher) > pooled rate(lower), with a two-proportion test."""
+def _rate_claim(claim: str, lower: dict, higher: dict, n: int, keep=lambda d: True, names: tuple[str, str] = ("lower", "higher"),
+                what: str = "refusal") -> tuple[str, str, str]:
+    """Claim that pooled rate(higher) > pooled rate(lower), with a two-proportion test; ``names`` label the two."""
     k1, n1 = _pooled(lower, n, keep)
     k2, n2 = _pooled(higher, n, keep)
     p = _two_proportion_p(k1, n1, k2, n2)
     return (claim, _verdict(k2 / max(n2, 1) > k1 / max(n1, 1), p < 0.05),
-            f"pooled {what} {k2}/{n2} = {k2 / max(n2, 1):.2f} vs {k1}/{n1} = {k1 / max(n1, 1):.2f} (two-proportion p = {p:.2g})")
+            f"pooled {what}: {names[0]} {k1}/{n1} = {k1 / max(n1, 1):.2f}, {names[1]} {k2}/{n2} = {k2 / max(n2, 1):.2f} "
+            f"(two-proportion p = {p:.2g})")
 
 
 def _paired_em_claim(claim: str, em: dict, low: str, high: str) -> tuple[str, str, str]:
@@ -417,10 +419,11 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
     h, s, n = refusal["harmful"], refusal["harmless"], refusal["n_per_cell"]
     col = lambda table, c: {d: v[c] for d, v in table.items()}  # noqa: E731
     out = [_rate_claim("Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts",
-                       col(h, "ablated"), col(h, "baseline"), n),
+                       col(h, "ablated"), col(h, "baseline"), n, names=("ablated", "baseline")),
            _rate_claim("Arditi et al.: … and a norm-matched random direction does not (ablated < random ablated)",
-                       col(h, "ablated"), col(h, "random_ablated"), n),
-           _rate_claim("Arditi et al.: adding it makes harmless prompts refused", col(s, "baseline"), col(s, "steered"), n)]
+                       col(h, "ablated"), col(h, "random_ablated"), n, names=("ablated", "random ablated")),
+           _rate_claim("Arditi et al.: adding it makes harmless prompts refused", col(s, "baseline"), col(s, "steered"), n,
+                       names=("baseline", "steered"))]
     aligned = {d: v["refusal_rate"] for d, v in unlearning["aligned"].items()}
     n_u = next(iter(unlearning["aligned"].values()))["n"]
     for concept in ("cybersecurity", "safety"):
@@ -428,8 +431,9 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
         rr = {d: v["refusal_rate"] for d, v in unlearning["runs"][f"{concept}+retain"]["table"].items()}
         other = lambda d, c=concept: d != c  # noqa: E731
         out.append(_rate_claim(f"Mushtaq et al.: unlearning {concept} refusal lowers refusal in the other six domains (EMA)",
-                               r, aligned, n_u, other))
-        out.append(_rate_claim(f"Mushtaq et al.: retain CE restores refusal in the other domains ({concept})", r, rr, n_u, other))
+                               r, aligned, n_u, other, names=("unlearned", "aligned")))
+        out.append(_rate_claim(f"Mushtaq et al.: retain CE restores refusal in the other domains ({concept})", r, rr, n_u, other,
+                               names=("unlearned", "unlearned + retain")))
     out.append(_paired_em_claim("Soligo et al.: the KL-narrow solution shows less out-of-domain EM than the general one",
                                 em, "narrow", "general"))
     for name, x in em.get("extra", {}).items():
