@@ -14,8 +14,7 @@ from interp.interventions import ablate, steer
 from interp.io import versions, write_json
 from interp.models import Model
 from interp.selection import Selection, select_direction
-from interp.logits import token_set_logodds
-from probes.refusal import is_refusal, refusal_tokens
+from probes.refusal import generate_and_score, is_refusal, refusal_tokens
 
 from . import plots
 
@@ -51,11 +50,8 @@ def _measure(model: Model, items: Sequence, max_new_tokens: int, batch_size: int
 def measure_groups(model: Model, groups: dict[str, list], max_new_tokens: int, batch_size: int = 16) -> dict:
     """Refusal rate (Wilson CI) and first-token score per group from one batched ``generate`` over all groups
     together (length-sorted batches are fuller than per-group calls); the score comes from its prefill logits."""
-    from interp.generation import generate
-
     items = [x for g in groups.values() for x in g]
-    texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True)
-    scores = token_set_logodds(first, refusal_tokens(model.tokenizer))
+    texts, scores = generate_and_score(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
     out, i = {}, 0
     for name, g in groups.items():
         t, sc = texts[i : i + len(g)], scores[i : i + len(g)]

@@ -11,8 +11,7 @@ from interp.io import InputError, atomic_path, versions, write_json
 from interp.models import Model
 from probes import datasets
 from probes.em_score import bootstrap_ci, em_score
-from interp.logits import token_set_logodds
-from probes.refusal import is_refusal, refusal_tokens
+from probes.refusal import generate_and_score, is_refusal
 
 from .refusal_experiments import wilson
 
@@ -33,8 +32,7 @@ def score_refusal(model: Model, spec: str, out: str | Path, *, max_new_tokens: i
 
     recs = _records(spec)[:limit]
     items = [r.get("messages") or r["prompt"] for r in recs]
-    texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True)
-    scores = token_set_logodds(first, refusal_tokens(model.tokenizer))
+    texts, scores = generate_and_score(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
     rows = [{"id": r.get("id"), "domain": r.get("domain"), "prompt": r.get("prompt"), "generation": t, "refusal": is_refusal(t),
              "refusal_score": float(s)} for r, t, s in zip(recs, texts, scores)]
 

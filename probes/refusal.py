@@ -45,6 +45,15 @@ def refusal_score(model: Model, items: Sequence[Item], *, batch_size: int = 16, 
     return token_set_logodds(last_logprobs(model, items, batch_size=batch_size), tokens)
 
 
+def generate_and_score(model: Model, items: Sequence[Item], *, max_new_tokens: int = 32, batch_size: int = 16,
+                       tokens: Sequence[int] | None = None) -> tuple[list[str], torch.Tensor]:
+    """Greedy generations and the first-token refusal score ``[n_items]`` (float64) in one pass: the score is read
+    from ``generate``'s prefill logits, so the prompts are not run a second time."""
+    tokens = refusal_tokens(model.tokenizer) if tokens is None else tokens
+    texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True)
+    return texts, token_set_logodds(first, tokens)
+
+
 def is_refusal(text: str) -> bool:
     """Whether a generation contains a refusal substring (sympathetic openers excluded)."""
     t = text.lower().replace("’", "'")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -121,15 +122,15 @@ def _loss_tokens(examples) -> int:
 
 
 def _dist():
-    """(PartialState, world size, rank); a single process when not launched by accelerate / torchrun."""
-    import os
-
+    """(PartialState, world size, rank, allsum) — ``allsum(t)`` sums a tensor over the processes; a single process
+    (state None, identity allsum) when not launched by accelerate / torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None, 1, 0
+        return None, 1, 0, lambda t: t
     from accelerate import PartialState
+    from accelerate.utils import reduce
 
     st = PartialState(cpu=not torch.cuda.is_available())
-    return st, st.num_processes, st.process_index
+    return st, st.num_processes, st.process_index, lambda t: reduce(t, reduction="sum")
 
 
 def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
@@ -268,7 +269,7 @@ def fit(
     pad = model.tokenizer.pad_token_id
     dev = model.device
     V = model.hf.get_output_embeddings().weight.shape[0]
-    state, world, rank = _dist()
+    state, world, rank, allsum = _dist()
     if world > 1 and cfg.batch_size < world:
         raise InputError(f"batch_size {cfg.batch_size} is smaller than the {world} processes it is split across")
     main = rank == 0
@@ -328,20 +329,15 @@ def fit(
                     logs[name] += term.item()
                     backward(weight * term)
             if world > 1:  # every process stops together, or the others would wait forever in the reduce
-                from accelerate.utils import reduce
-
-                bad = bool(reduce(torch.tensor([float(bad)], device=dev), reduction="sum").item() > 0)
+                bad = bool(allsum(torch.tensor([float(bad)], device=dev)).item() > 0)
             if bad:
                 last = _latest_checkpoint(out)
                 raise FloatingPointError(f"loss became non-finite at step {step + 1}; stopped. Last good checkpoint: "
                                          f"{last if last else 'none (set save_every)'}")
             if world > 1:
-                from accelerate.utils import reduce
-
                 for p_ in params:
-                    g = p_.grad if p_.grad is not None else torch.zeros_like(p_)
-                    p_.grad = reduce(g, reduction="sum")
-                logs = dict(zip(logs, reduce(torch.tensor(list(logs.values()), device=dev, dtype=torch.float64), reduction="sum").tolist()))
+                    p_.grad = allsum(p_.grad if p_.grad is not None else torch.zeros_like(p_))
+                logs = dict(zip(logs, allsum(torch.tensor(list(logs.values()), device=dev, dtype=torch.float64)).tolist()))
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
             opt.step()
             sched.step()
