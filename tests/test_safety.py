@@ -10,7 +10,9 @@ def _no_refusal(text):
     return "sorry" in text.lower()
 
 
-def test_safety_tune_builds_merged_cached_model(llama, tmp_path):
+def test_safety_tune_builds_merged_cached_model(llama, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"],
                       ["I'm sorry, I can't help with that."], version="t1")
     recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120)
@@ -27,6 +29,7 @@ def test_safety_tune_builds_merged_cached_model(llama, tmp_path):
     # a second call reuses the cache
     path2, m2 = safety_tune(llama, data, is_refusal=_no_refusal, recipe=recipe, out=tmp_path / "aligned")
     assert path2 == path and m2["key"] == metrics["key"]
+    assert not list((tmp_path / "tmp").iterdir())  # the training work directory is removed
 
 
 def test_first_response_token_is_upweighted(llama):

@@ -130,10 +130,10 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
-    work = Path(tempfile.mkdtemp(prefix="em-interp-safety-"))
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
     sol = LoraSolution(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
-    res = fit(student, sol, train, cfg, work, meta={"variant": "safety"}, resume=False, progress=progress)
+    with tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
+        res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
     metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
     metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
     merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
