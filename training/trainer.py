@@ -284,7 +284,8 @@ def fit(
         while step < steps:
             chunk = mbs[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
             n_loss = sum(_loss_tokens([train.examples[i] for i in idx]) for idx in chunk)  # global, all processes
-            logs = {"sft": 0.0, "kl": 0.0, "npo": 0.0, "retain": 0.0}
+            logs = {cfg.objective: 0.0, **({"kl": 0.0} if kl_set is not None and cfg.kl_weight else {}),
+                    **({"retain": 0.0} if retain_set is not None and cfg.retain_weight else {})}  # the terms in use
             bad = False
 
             def backward(term: torch.Tensor) -> None:
@@ -343,8 +344,8 @@ def fit(
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            total = logs["sft"] + logs["npo"] + cfg.kl_weight * logs["kl"] + cfg.retain_weight * logs["retain"]
-            curve.append({"step": step, "loss": total, **{k: v for k, v in logs.items() if v}, "lr": sched.get_last_lr()[0],
+            total = logs[cfg.objective] + cfg.kl_weight * logs.get("kl", 0.0) + cfg.retain_weight * logs.get("retain", 0.0)
+            curve.append({"step": step, "loss": total, **logs, "lr": sched.get_last_lr()[0],
                           "grad_norm": float(gnorm) if gnorm is not None else None})
             elapsed = time.time() - t0
             bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens_seen * world / max(elapsed, 1e-9):.0f}")
