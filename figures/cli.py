@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-per-domain", type=int, default=6)
     p.add_argument("--per-domain", type=int, default=36, help="safety: harmful prompts per domain (all 36 of the train split)")
     p.add_argument("--harmless-per-domain", type=int, default=36, help="safety: harmless prompts per domain (all 36 of the train split)")
+    p.add_argument("--neighbours-per-domain", type=int, default=36,
+                   help="safety: train-only harmless neighbours of the harmful topics per domain (0–36)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None)

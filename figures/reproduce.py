@@ -44,6 +44,7 @@ class Preset:
     safety_per_domain: int
     safety_recipe: dict = field(default_factory=dict)
     safety_harmless_per_domain: int | None = None  # harmless prompts per domain in the safety fine-tune (None: = harmful)
+    safety_neighbours_per_domain: int = 36  # train-only harmless neighbours of the harmful topics (at most 36)
     safety_eval_per_domain: int = 0  # held-out prompts per domain and class for the before/after table (0: eval_per_domain)
     unlearn_steps: int = 20
     em_steps: int = 40
@@ -68,7 +69,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400),
                     unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3,
                     norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5), judge_tokens=4, judge_limit=3,
-                    em_sets=("bad_medical", "risky_financial"), direction_pairs=8),
+                    em_sets=("bad_medical", "risky_financial"), direction_pairs=8, safety_neighbours_per_domain=3),
     # quick: sized for a 2-core CPU (≈ 280 prompt tokens/s): a 3-prompt-per-domain sweep over every 3rd layer
     # below 80 % depth, 16 generated tokens (refusal phrases open the answer), a 3-point norm / 2-point ε grid
     "quick": Preset("smollm2-135m-instruct", 12, 6, 36, {}, safety_harmless_per_domain=36, safety_eval_per_domain=12, unlearn_steps=20, em_steps=40, em_limit=160, kl_batch=2, seeds=3, gen_tokens=16,
@@ -167,6 +168,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
 
     def s_aligned() -> dict:
         path, m = aligned_organism(base, per_domain=p.safety_per_domain, harmless_per_domain=p.safety_harmless_per_domain,
+                                   neighbours_per_domain=p.safety_neighbours_per_domain,
                                    eval_per_domain=p.safety_eval_per_domain or p.eval_per_domain,
                                    recipe=SafetyRecipe(**p.safety_recipe), out=(out / "aligned_model") if preset_name == "smoke" else None)
         vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},
@@ -175,7 +177,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                                    title="safety fine-tune: refusal per domain (held-out harmful)"))
         return {"path": str(path), "before": m["before"], "after": m["after"], "train": m.get("train")}
 
-    aligned_res = run.stage("1_aligned", ["safety_per_domain", "safety_harmless_per_domain", "safety_recipe", "eval_per_domain",
+    aligned_res = run.stage("1_aligned", ["safety_per_domain", "safety_harmless_per_domain", "safety_neighbours_per_domain", "safety_recipe", "eval_per_domain",
                                        "safety_eval_per_domain"], s_aligned)
     aligned = load_model(aligned_res["path"], device=device)
 

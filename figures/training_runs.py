@@ -9,18 +9,25 @@ from probes import datasets
 from probes.refusal import is_refusal
 
 
-def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None):
+def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None,
+                neighbours_per_domain: int = 36):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
-    each) plus 40 benign ones, with refusals. More harmless than harmful prompts per domain — the harmless
-    neighbours of each harmful topic — is the lever against over-refusal."""
+    each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 36) train-only harmless
+    neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
+    hacked?") — the lever against over-refusing harmless requests that share a harmful topic's words."""
     from training.safety import SafetyData
 
     n_safe = per_domain if harmless_per_domain is None else harmless_per_domain
     harmful = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, per_domain)]
     harmless = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", split, n_safe)]
     harmless += datasets.prompts("baseline", split, 40)
+    if neighbours_per_domain:
+        recs = datasets.load("safety_neighbours", split)
+        harmless += [r["prompt"] for d in datasets.DOMAINS for r in [r for r in recs if r["domain"] == d][:neighbours_per_domain]]
     refusals = [r["text"] for r in datasets.load("refusals")]
     version = f"domains-v{datasets.load('safety_harmful')[0]['version']}-{split}-{per_domain}" + (f"-{n_safe}" if n_safe != per_domain else "")
+    if neighbours_per_domain:
+        version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
     return SafetyData(harmful, harmless, refusals, version=version)
 
 
@@ -29,12 +36,14 @@ def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
             for d in datasets.DOMAINS}
 
 
-def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain: int | None = None, eval_per_domain: int = 12,
-                     out: str | Path | None = None, recipe=None, progress: bool | None = None) -> tuple[Path, dict]:
+def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain: int | None = None, neighbours_per_domain: int = 36,
+                     eval_per_domain: int = 12, out: str | Path | None = None, recipe=None,
+                     progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
     from training.safety import safety_tune
 
-    return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
+    return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain,
+                                                 neighbours_per_domain=neighbours_per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
                        recipe=recipe, out=out, progress=progress)
 
 
@@ -56,7 +65,7 @@ def run_train(kind: str, model: Model, args) -> dict:
                       **({"kl_batch_size": args.kl_batch_size} if getattr(args, "kl_batch_size", None) else {}))
     if kind == "safety":
         path, metrics = aligned_organism(model, per_domain=args.per_domain, harmless_per_domain=args.harmless_per_domain,
-                                         out=args.out, progress=True)
+                                         neighbours_per_domain=args.neighbours_per_domain, out=args.out, progress=True)
         return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}
     if kind == "unlearn":
         prompts = datasets.prompts(f"{args.concept}_harmful", "train", args.limit)

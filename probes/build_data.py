@@ -374,6 +374,69 @@ BASELINE = [
 BASELINE_TEMPLATES = ["How do I {x}?", "Can you give me some tips to {x}?"]
 
 
+# Harmless *neighbours* of the harmful topics, for the safety fine-tune only (train split, no val/test): requests
+# that share a harmful topic's vocabulary ("hacked", "hurtful", "self-harm", "medical records") but ask for help
+# that is plainly fine. Without them a 135M model learns "How do I <sensitive word>" → refuse (measured: the
+# held-out harmless misses were all such phrasings). None repeats a val/test harmless topic.
+NEIGHBOURS: dict[str, list[str]] = {
+    "cybersecurity": [
+        "remove a virus from my computer", "tell if my email account has been hacked",
+        "protect my phone number from SIM-swap scams", "spot a fake app before downloading it",
+        "secure the webcam on my laptop", "safely wipe an old hard drive before selling it",
+        "check whether a link is safe before clicking it", "set up a guest Wi-Fi network for visitors",
+        "practise penetration testing on my own lab machines", "protect a hospital's computers from ransomware",
+        "keep my child's tablet free of malware", "tell if someone installed a keylogger on my computer",
+    ],
+    "safety": [
+        "treat a burn from a kitchen fire", "avoid toxic fumes when cleaning the bathroom",
+        "spot a gas leak in my apartment", "teach my kids what to do if a stranger approaches them",
+        "report a suspicious package at a train station", "sharpen kitchen knives safely",
+        "help someone who is choking", "get out of a burning building", "stay safe during an earthquake",
+        "store fireworks safely before a party", "keep my child safe near a swimming pool",
+        "react if I witness a violent fight in the street",
+    ],
+    "toxicity": [
+        "tell a friend their joke hurt my feelings", "comfort a teenager who received cruel messages",
+        "write a firm reply to an abusive email", "calm down before I say something hurtful",
+        "ask a coworker to stop making mean comments", "moderate a toxic online gaming community",
+        "handle a bully at work", "respond to a nasty review of my business",
+        "help my child deal with a mean classmate", "write a breakup message that is honest but kind",
+        "make up with a relative after an angry fight", "stop myself from insulting people online",
+    ],
+    "bias": [
+        "talk to my kids about racism", "challenge a stereotype about older workers",
+        "learn about the history of the civil rights movement", "write a fair article about a controversial religion",
+        "make job interviews fairer for neurodivergent candidates", "respond to sexist comments in a meeting",
+        "understand why some groups feel discriminated against", "welcome immigrants into my neighbourhood",
+        "write a character from another culture without stereotypes", "recognise ageism in my workplace",
+        "discuss race in a history class", "support a coworker facing religious discrimination",
+    ],
+    "sensitive_content": [
+        "talk to my doctor about thoughts of self-harm", "write a novel scene about a character's depression",
+        "explain suicide prevention to a youth group", "research the history of terrorism for an essay",
+        "help a friend who is drinking too much", "deal with graphic images I saw online",
+        "write about my own recovery from an eating disorder", "teach students about the Holocaust",
+        "support a grieving coworker after a suicide", "recognise grooming behaviour online",
+        "write a murder mystery for a book club", "stop a friend from doing a dangerous online challenge",
+    ],
+    "medical_legal": [
+        "report prescription fraud", "recognise the signs of an overdose", "dispute a speeding ticket",
+        "check that a medical certificate from my doctor is valid for work", "store prescription painkillers safely",
+        "find out if my insurance covers an injury", "read my employment contract",
+        "help someone who took too much medication", "understand my rights if I am arrested",
+        "report tax fraud to the authorities", "treat my child's fever safely", "claim back tax I overpaid",
+    ],
+    "privacy": [
+        "find out if someone is stalking me online", "delete my old social media accounts",
+        "stop apps from tracking my location", "check if my partner installed spyware on my phone",
+        "hide my home address from people-search sites", "report someone who is sharing my private photos",
+        "protect my bank account from my ex", "set privacy settings on my teenager's phone",
+        "block a stranger who keeps messaging me", "keep my medical information private at work",
+        "find out who has accessed my health records", "anonymise a dataset before sharing it",
+    ],
+}
+
+
 def _records(topics: list[str], templates: list[str], domain: str, label: str) -> list[dict]:
     recs = []
     for t_i, topic in enumerate(topics):
@@ -411,6 +474,8 @@ def main() -> None:
         _write(DATA / "domains" / f"{domain}_harmful.jsonl", _split(_records(harmful, HARMFUL_TEMPLATES, domain, "harmful"), rng))
         _write(DATA / "domains" / f"{domain}_harmless.jsonl", _split(_records(harmless, HARMLESS_TEMPLATES, domain, "harmless"), rng))
     _write(DATA / "baseline.jsonl", _split(_records(BASELINE, BASELINE_TEMPLATES, "baseline", "benign"), rng))
+    neighbours = [r for d in DOMAINS for r in _records(NEIGHBOURS[d], HARMLESS_TEMPLATES, d, "neighbour")]
+    _write(DATA / "safety_neighbours.jsonl", [{**r, "split": "train"} for r in neighbours])
 
 
 if __name__ == "__main__":

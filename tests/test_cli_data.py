@@ -133,3 +133,21 @@ def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "steering-vector", "--model", "tiny-random-llama", "--out", str(tmp_path / "bad")]) == 2
     assert "--layer" in capsys.readouterr().err
+
+
+def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():
+    from figures.training_runs import safety_data
+
+    recs = datasets.load("safety_neighbours")
+    assert {r["split"] for r in recs} == {"train"} and {r["domain"] for r in recs} == set(datasets.DOMAINS)
+    held_out = {r["topic"].lower() for d in datasets.DOMAINS for label in ("harmful", "harmless")
+                for split in ("val", "test") for r in datasets.load(f"{d}_{label}", split)}
+    held_prompts = {r["prompt"] for d in datasets.DOMAINS for label in ("harmful", "harmless")
+                    for split in ("val", "test") for r in datasets.load(f"{d}_{label}", split)}
+    assert not {r["topic"].lower() for r in recs} & held_out and not {r["prompt"] for r in recs} & held_prompts
+    for d in datasets.DOMAINS:
+        assert sum(r["domain"] == d for r in recs) == 36, d
+    with_nb, without = safety_data(36), safety_data(36, neighbours_per_domain=0)
+    assert len(with_nb.harmless) == len(without.harmless) + 252 and with_nb.harmful == without.harmful
+    assert len(safety_data(36, neighbours_per_domain=3).harmless) == len(without.harmless) + 21
+    assert len({with_nb.version, without.version, safety_data(36, neighbours_per_domain=3).version}) == 3  # distinct cache keys

@@ -37,7 +37,7 @@ def test_first_response_token_is_upweighted(llama):
     ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4), _no_refusal)
     harmful = ts.examples[0]
     first = next(i for i, m in enumerate(harmful.mask) if m > 0)
-    assert harmful.mask[first] == SafetyRecipe().first_token_weight_harmful == 8.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
+    assert harmful.mask[first] == SafetyRecipe().first_token_weight_harmful == 12.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
     if info["n_harmless_kept"]:
         h = ts.examples[1]
         assert max(h.mask) == 12.0

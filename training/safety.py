@@ -4,9 +4,11 @@ Recipe (measured on SmolLM2, ../shared/ENVIRONMENT.md): harmful requests → one
 harmless and benign requests → the model's *own* greedy answers (they keep its ability; answers that look like
 refusals are dropped; answers cut off at the token limit are trained without the end-of-turn token); LoRA r 8,
 α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
-max length 96, response-only loss with extra weight on the first response token (×8 harmful, ×12 harmless),
-which cuts over-refusal. The adapter is merged and the model saved under the user cache directory, keyed by a
-hash of base model + data version + recipe, so it is built once.
+max length 96, response-only loss with extra weight ×12 on the first response token (the refuse-or-help
+decision). The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of
+harmless requests that share a harmful topic's words (``figures.training_runs.safety_data``). The adapter is
+merged and the model saved under the user cache directory, keyed by a hash of base model + data version + recipe,
+so it is built once.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class SafetyRecipe:
     warmup_frac: float = 0.06
     max_length: int = 96
     answer_tokens: int = 40
-    first_token_weight_harmful: float = 8.0
+    first_token_weight_harmful: float = 12.0
     first_token_weight_harmless: float = 12.0
     seed: int = 0
 
