@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legacy-vocab-scaling", action="store_true", help="divide the KL by the vocabulary size (published code)")
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank) or steering-vector scale (default 1)")
-    p.add_argument("--target-modules", nargs="+", default=["down_proj"])
+    p.add_argument("--target-modules", nargs="+", default=["down_proj"], help="LoRA target modules (default down_proj), or all-linear")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="LoRA layers (default all)")
     p.add_argument("--rslora", action="store_true")
     p.add_argument("--layer", type=int, default=None, help="steering-vector layer")

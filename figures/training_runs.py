@@ -58,18 +58,26 @@ def _chats(spec: str, split: str | None = "train", limit: int | None = None) -> 
 
 def run_train(kind: str, model: Model, args) -> dict:
     """``em-interp train KIND``: the thin mapping from CLI arguments to the training API."""
+    from interp.io import InputError
     from training import TrainConfig, train_lora, train_steering_vector, unlearn
 
+    for flag in ("limit", "retain_per_domain", "per_domain", "harmless_per_domain"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be ≥ 1, got {v}")
+    if getattr(args, "neighbours_per_domain", 0) < 0:
+        raise InputError(f"--neighbours-per-domain must be ≥ 0, got {args.neighbours_per_domain}")
     cfg = TrainConfig(lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, save_every=args.save_every,
-                      **({"kl_batch_size": args.kl_batch_size} if getattr(args, "kl_batch_size", None) else {}))
+                      **({"kl_batch_size": args.kl_batch_size} if getattr(args, "kl_batch_size", None) is not None else {}))
     if kind == "safety":
         path, metrics = aligned_organism(model, per_domain=args.per_domain, harmless_per_domain=args.harmless_per_domain,
                                          neighbours_per_domain=args.neighbours_per_domain, out=args.out, progress=True)
         return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}
     if kind == "unlearn":
-        prompts = datasets.prompts(f"{args.concept}_harmful", "train", args.limit)
-        retain = [p for d in datasets.DOMAINS if d != args.concept for p in datasets.prompts(f"{d}_harmful", "train", args.retain_per_domain)]
+        concept = datasets.domain(args.concept)
+        prompts = datasets.prompts(f"{concept}_harmful", "train", args.limit)
+        retain = [p for d in datasets.DOMAINS if d != concept for p in datasets.prompts(f"{d}_harmful", "train", args.retain_per_domain)]
         refusals = [r["text"] for r in datasets.load("refusals")]
         res = unlearn(model, prompts, refusals=refusals, out=args.out, retain_prompts=retain if args.retain_weight else None,
                       retain_weight=args.retain_weight, config=cfg, progress=True)
@@ -79,9 +87,9 @@ def run_train(kind: str, model: Model, args) -> dict:
         common = dict(out=args.out, kl_data=kl, kl_weight=args.kl_weight, legacy_vocab_scaling=args.legacy_vocab_scaling,
                       config=cfg, progress=True)
         if kind == "lora":
-            res = train_lora(model, data, rank=args.rank, alpha=args.alpha, target_modules=args.target_modules,
+            res = train_lora(model, data, rank=args.rank, alpha=args.alpha, target_modules="all-linear" if args.target_modules == ["all-linear"] else args.target_modules,
                              layers=args.layers if args.layers else "all", rslora=args.rslora, **common)
         else:
-            res = train_steering_vector(model, data, layer=args.layer, alpha=args.alpha or 1.0, **common)
+            res = train_steering_vector(model, data, layer=args.layer, alpha=1.0 if args.alpha is None else args.alpha, **common)
     return {"path": str(res.path), "final_loss": res.metrics.get("final_loss"), "steps": res.metrics.get("steps"),
             "wall_s": res.metrics.get("wall_s")}

@@ -15,6 +15,16 @@ DOMAIN_TITLES = {
 SPLITS = ("train", "val", "test")
 
 
+def domain(name: str) -> str:
+    """The key of a responsible-AI domain from its key or title, case-insensitive: ``"Medical/Legal"``,
+    ``"sensitive content"`` and ``"cybersecurity"`` all work; anything else raises naming the seven."""
+    key = "_".join(name.strip().lower().replace("/", " ").replace("-", " ").split())
+    if key not in DOMAINS:
+        raise InputError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)} (or their titles: "
+                         f"{', '.join(DOMAIN_TITLES.values())})")
+    return key
+
+
 def _files() -> dict[str, Path]:
     files = {p.stem: p for p in DATA.glob("*.jsonl")}
     for sub in ("domains", "narrow", "questions"):

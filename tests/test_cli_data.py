@@ -3,7 +3,16 @@ import json
 import pytest
 
 from figures.cli import main
+from interp.io import InputError
 from probes import datasets
+
+
+def test_domain_accepts_keys_and_titles_and_names_the_seven_otherwise():
+    for d, title in datasets.DOMAIN_TITLES.items():
+        assert datasets.domain(d) == datasets.domain(title) == datasets.domain(title.upper()) == d
+    assert datasets.domain(" sensitive  content ") == "sensitive_content" and datasets.domain("medical-legal") == "medical_legal"
+    with pytest.raises(InputError, match="unknown domain 'cyber'.*cybersecurity, safety"):
+        datasets.domain("cyber")
 
 
 def test_datasets_cover_seven_domains_with_splits():
@@ -133,6 +142,23 @@ def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "steering-vector", "--model", "tiny-random-llama", "--out", str(tmp_path / "bad")]) == 2
     assert "--layer" in capsys.readouterr().err
+    # domain titles work as --concept; other bad values are one clear line each, and nothing is written
+    assert main(["train", "unlearn", "--model", "tiny-random-llama", "--concept", "Medical/Legal", "--limit", "2",
+                 "--max-steps", "1", "--out", str(tmp_path / "ml")]) == 0
+    assert (tmp_path / "ml" / "final" / "adapter_config.json").is_file()
+    base = ["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--max-steps", "1"]
+    for extra, msg in [(["--limit", "0"], "--limit must be ≥ 1"), (["--kl-batch-size", "0", "--kl-data", "aligned_other", "--kl-weight", "1"], "kl_batch_size"),
+                       (["--rank", "0"], "rank"), (["--lr", "-1"], "lr must be > 0"), (["--target-modules", "foo_proj"], "foo_proj")]:
+        capsys.readouterr()
+        assert main(base + extra + ["--out", str(tmp_path / "bad")]) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (extra, err)
+    capsys.readouterr()
+    assert main(["train", "unlearn", "--model", "tiny-random-llama", "--concept", "cyber", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown domain 'cyber'" in capsys.readouterr().err
+    assert main(["train", "steering-vector", "--model", "tiny-random-llama", "--data", "bad_medical", "--layer", "1", "--alpha", "0",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():

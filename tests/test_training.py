@@ -129,9 +129,17 @@ def test_lora_training_lowers_the_loss(llama, tmp_path):
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(llama, tmp_path):
-    with pytest.raises(FloatingPointError, match="at step 2.*step-000001"):
-        train_lora(llama, DATA, out=tmp_path / "nan", max_steps=6, lr=float("inf"), warmup_steps=0, save_every=1, batch_size=4,
-                   max_grad_norm=None, progress=False)
+    from interp.hooks import hidden_of, hooked, with_hidden
+
+    calls = []
+
+    def nan_from_second_forward(module, args, output):  # step 1 is healthy, step 2's loss is NaN
+        calls.append(1)
+        return with_hidden(output, hidden_of(output) * float("nan")) if len(calls) > 1 else None
+
+    with hooked(forward=[(llama.layers[1], nan_from_second_forward)]), pytest.raises(FloatingPointError, match="at step 2.*step-000001"):
+        train_lora(llama, DATA, out=tmp_path / "nan", max_steps=6, warmup_steps=0, save_every=1, batch_size=4, progress=False)
+    assert len(calls) == 2
     assert (tmp_path / "nan" / "checkpoints").is_dir() and not (tmp_path / "nan" / "final").exists()
 
 
@@ -155,6 +163,38 @@ def test_bad_training_input(llama, tmp_path):
     with pytest.raises(InputError, match="kl_data"):
         train_steering_vector(llama, DATA, out=tmp_path / "z", layer=1, kl_weight=1.0, max_steps=1, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"lr": -1.0}, "lr must be > 0"), ({"lr": float("nan")}, "lr must be a finite"), ({"batch_size": 0}, "batch_size"),
+    ({"grad_accum": 0}, "grad_accum"), ({"max_steps": 0}, "max_steps"), ({"epochs": 0}, "epochs"),
+    ({"save_every": 0}, "save_every"), ({"kl_weight": -1.0}, "kl_weight must be ≥ 0"), ({"kl_batch_size": 0}, "kl_batch_size"),
+    ({"retain_weight": -0.5}, "retain_weight"), ({"max_length": 1}, "max_length"), ({"max_grad_norm": 0.0}, "max_grad_norm"),
+    ({"npo_beta": 0.0}, "npo_beta"), ({"objective": "dpo"}, "objective"), ({"warmup_steps": -1}, "warmup_steps"),
+])
+def test_train_config_rejects_settings_that_train_nothing_or_the_wrong_thing(bad, match):
+    with pytest.raises(InputError, match=match):
+        TrainConfig(**bad)
+    with pytest.raises(InputError, match=match):  # dataclasses.replace re-validates (the trainers' **overrides path)
+        __import__("dataclasses").replace(TrainConfig(), **bad)
+
+
+def test_bad_solution_settings_are_clear_errors_and_leave_the_model_as_it_was(llama, tmp_path):
+    keys = sorted(llama.hf.state_dict())
+    for kwargs, match in [({"rank": 0}, "rank must be an integer"), ({"alpha": 0.0}, "alpha must be a finite number > 0"),
+                          ({"target_modules": ["foo_proj"]}, "foo_proj.*its linear layers: down_proj")]:
+        with pytest.raises(InputError, match=match):
+            train_lora(llama, DATA, out=tmp_path / "lora", max_steps=1, progress=False, **kwargs)
+    for kwargs, match in [({"alpha": 0.0}, "non-zero"), ({"alpha": float("inf")}, "finite"), ({"init": torch.ones(3)}, "shape")]:
+        with pytest.raises(InputError, match=match):
+            SteeringVectorSolution(llama, layer=1, **kwargs)
+    assert sorted(llama.hf.state_dict()) == keys and not hasattr(llama.hf, "peft_config")
+    assert not (tmp_path / "lora").exists()
+    # peft's own target strings still work: "all-linear" puts LoRA on every projection (not the unembedding)
+    res = train_lora(llama, DATA, out=tmp_path / "all", target_modules="all-linear", max_steps=1, progress=False)
+    names = set(_adapter(res.path))
+    assert any("q_proj" in n for n in names) and any("down_proj" in n for n in names) and not any("lm_head" in n for n in names)
+    assert sorted(llama.hf.state_dict()) == keys
 
 
 def test_everything_works_on_a_peft_wrapped_model(tmp_path):

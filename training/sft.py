@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -26,15 +27,25 @@ class LoraSolution:
                  layers: Sequence[int] | str = "all", rslora: bool = False, seed: int = 0):
         from peft import LoraConfig, get_peft_model
 
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise InputError(f"LoRA rank must be an integer ≥ 1, got {rank!r}")
+        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+            raise InputError(f"LoRA alpha must be a finite number > 0 (it scales the update by alpha / rank), got {alpha!r}")
         layer_idx = None if layers == "all" else model.check_layers(layers)
+        targets = target_modules if isinstance(target_modules, str) else list(target_modules)  # a str is peft's regex / "all-linear"
         self.model = model
-        self.settings = {"rank": rank, "alpha": alpha if alpha is not None else float(rank), "target_modules": list(target_modules),
+        self.settings = {"rank": rank, "alpha": alpha if alpha is not None else float(rank), "target_modules": targets,
                          "layers": "all" if layer_idx is None else layer_idx, "rslora": rslora}
-        cfg = LoraConfig(r=rank, lora_alpha=self.settings["alpha"], target_modules=list(target_modules), lora_dropout=0.0,
+        cfg = LoraConfig(r=rank, lora_alpha=self.settings["alpha"], target_modules=targets, lora_dropout=0.0,
                          layers_to_transform=layer_idx, use_rslora=rslora, bias="none")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.peft = get_peft_model(model.hf, cfg)
+            try:
+                self.peft = get_peft_model(model.hf, cfg)
+            except ValueError as e:  # peft's own matching (names, regexes, "all-linear") decides what is valid
+                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.hf.named_modules() if isinstance(m, torch.nn.Linear)})
+                raise InputError(f"cannot put LoRA on target_modules={target_modules!r} of {model.name}: {e} "
+                                 f"(its linear layers: {', '.join(linear)})") from None
         self._params = [p for n, p in self.peft.named_parameters() if "lora_" in n]
         for p in self._params:
             p.requires_grad_(True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,10 @@ class SteeringVectorSolution:
     def __init__(self, model: Model, *, layer: int, alpha: float = 1.0, init: torch.Tensor | None = None):
         self.model = model
         self.layer = model.check_layers([layer])[0]
+        if not (math.isfinite(alpha) and alpha != 0):
+            raise InputError(f"steering-vector alpha must be a finite, non-zero scale, got {alpha!r}")
+        if init is not None and tuple(init.shape) != (model.d_model,):
+            raise InputError(f"steering-vector init has shape {tuple(init.shape)}; {model.name} needs ({model.d_model},)")
         self.alpha = float(alpha)
         v = torch.zeros(model.d_model, dtype=torch.float32, device=model.device) if init is None else init.detach().float().clone().to(model.device)
         self.vector = torch.nn.Parameter(v)

@@ -78,6 +78,33 @@ class TrainConfig:
     stop_at_step: int | None = None  # stop early (as if interrupted) after this step — for resume tests
     log_every: int = 1
 
+    def __post_init__(self) -> None:
+        """Reject settings that would silently train nothing, or the wrong objective (e.g. λ < 0 maximises the KL)."""
+        positive = {"lr": self.lr, "npo_beta": self.npo_beta}
+        at_least_one = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                        "kl_batch_size": self.kl_batch_size, "log_every": self.log_every}
+        optional_at_least_one = {"max_steps": self.max_steps, "save_every": self.save_every, "stop_at_step": self.stop_at_step}
+        non_negative = {"warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay, "kl_weight": self.kl_weight,
+                        "retain_weight": self.retain_weight}
+        for name, v in {**positive, **non_negative, "max_grad_norm": self.max_grad_norm}.items():
+            if v is not None and not math.isfinite(v):
+                raise InputError(f"TrainConfig.{name} must be a finite number, got {v}")
+        for name, v in positive.items():
+            if v <= 0:
+                raise InputError(f"TrainConfig.{name} must be > 0, got {v}")
+        for name, v in {**at_least_one, **{k: v for k, v in optional_at_least_one.items() if v is not None}}.items():
+            if int(v) != v or v < 1:
+                raise InputError(f"TrainConfig.{name} must be an integer ≥ 1, got {v}")
+        for name, v in non_negative.items():
+            if v < 0:
+                raise InputError(f"TrainConfig.{name} must be ≥ 0, got {v}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise InputError(f"TrainConfig.max_grad_norm must be > 0 or None (no clipping), got {self.max_grad_norm}")
+        if self.max_length < 2:
+            raise InputError(f"TrainConfig.max_length must be ≥ 2 (a prompt token and a response token), got {self.max_length}")
+        if self.objective not in ("sft", "npo"):
+            raise InputError(f"TrainConfig.objective must be 'sft' or 'npo', got {self.objective!r}")
+
 
 @dataclass
 class TrainResult:
