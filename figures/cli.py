@@ -10,6 +10,32 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _count(text: str) -> int:
+    """argparse type of a count (``--limit``, ``--batch-size``, …): an integer ≥ 1 (0 would silently mean "all")."""
+    v = int(text) if text.strip().lstrip("-").isdigit() else 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text}")
+    return v
+
+
+def _count0(text: str) -> int:
+    v = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
+    return v
+
+
+def _positive(text: str) -> float:
+    """argparse type of a finite number > 0 (a threshold or scale where 0, negatives and NaN are meaningless)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
 def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
     if model:
         p.add_argument("--model", default="smollm2-135m-instruct", help="model name, HF id, local dir or .gguf (default: embedded SmolLM2)")
@@ -26,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive", required=True, help="JSONL/TXT file or data:NAME[:SPLIT] (e.g. data:safety_harmful:train)")
     p.add_argument("--negative", required=True, help="JSONL/TXT file or data:NAME[:SPLIT]")
     p.add_argument("--position", default="last_prompt", choices=["last_prompt", "post_instruction", "response_mean", "all"])
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_count, default=16)
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
 
     p = sub.add_parser("concepts", help="concept vectors per domain and their cosine matrix per layer")
@@ -35,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="data:baseline", help="baseline prompts (file or data:NAME)")
     p.add_argument("--position", default="last_prompt", choices=["last_prompt", "post_instruction", "response_mean", "all"])
     p.add_argument("--target", default=None, help="concept for the similarity sweep plot (default: the first)")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many prompts per set")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=_count, default=None, help="use at most this many prompts per set")
+    p.add_argument("--batch-size", type=_count, default=16)
     p.add_argument("--backend", default="hooks", choices=["hooks", "transformer_lens", "nnsight"])
 
     p = sub.add_parser("select", help="direction selection sweep (ablation / addition refusal scores, KL) per layer")
@@ -45,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmful", default="data:safety_harmful:val")
     p.add_argument("--harmless", default="data:safety_harmless:val")
     p.add_argument("--positions", type=int, nargs="+", default=[-1], help="template offsets to score (negative from the end)")
-    p.add_argument("--kl-threshold", type=float, default=0.1)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--kl-threshold", type=_positive, default=0.1)
+    p.add_argument("--limit", type=_count, default=None)
+    p.add_argument("--batch-size", type=_count, default=16)
 
     for kind, text in (("ablate", "generate with a direction ablated at every layer"), ("steer", "generate with a direction added at one layer")):
         p = sub.add_parser(kind, help=text)
@@ -56,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--layer", type=int, required=True, help="layer of the direction (and, for steer, where it is added)")
         p.add_argument("--pos", type=int, default=-1, help="template offset of the direction")
         p.add_argument("--prompts", required=True, help="JSONL/TXT or data:NAME[:SPLIT]")
-        p.add_argument("--limit", type=int, default=None)
-        p.add_argument("--max-new-tokens", type=int, default=32)
+        p.add_argument("--limit", type=_count, default=None)
+        p.add_argument("--max-new-tokens", type=_count, default=32)
         if kind == "steer":
             p.add_argument("--alpha", type=float, default=1.0)
             p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
@@ -68,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", default=None, help="peft adapter directory to apply")
     p.add_argument("--set", required=True, help="data set NAME[:SPLIT] (see probes.datasets.names())")
     p.add_argument("--judge", default=None, help="judge: an OpenAI-compatible URL or a model name (kind=judge)")
-    p.add_argument("--samples", type=int, default=1, help="answers per paraphrase (kind=judge)")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--samples", type=_count, default=1, help="answers per paraphrase (kind=judge)")
+    p.add_argument("--limit", type=_count, default=None)
+    p.add_argument("--max-new-tokens", type=_count, default=None)
 
     p = sub.add_parser("sae-decompose", help="decompose a direction into sparse-autoencoder latents")
     _common(p)
@@ -81,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--positive", default=None, help="positive examples for the activation ranking (file or data:NAME)")
     p.add_argument("--negative", default=None)
     p.add_argument("--position", default="last_prompt", choices=["last_prompt", "response_mean"])
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=_count, default=10)
 
     p = sub.add_parser("train", help="train a LoRA adapter, a steering vector, refusal unlearning, or the safety fine-tune")
     p.add_argument("kind", choices=["lora", "steering-vector", "unlearn", "safety"])
@@ -90,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-data", default=None, help="aligned other-domain chats for the KL term (narrow solution), e.g. aligned_other")
     p.add_argument("--kl-weight", type=float, default=0.0, help="λ of the KL term (0 = general solution)")
     p.add_argument("--legacy-vocab-scaling", action="store_true", help="divide the KL by the vocabulary size (published code)")
-    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--rank", type=_count, default=1)
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default = rank) or steering-vector scale (default 1)")
     p.add_argument("--target-modules", nargs="+", default=["down_proj"], help="LoRA target modules (default down_proj), or all-linear")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="LoRA layers (default all)")
@@ -98,21 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=None, help="steering-vector layer")
     p.add_argument("--concept", default="cybersecurity", help="unlearn: the domain whose refusals are unlearned")
     p.add_argument("--retain-weight", type=float, default=0.0, help="unlearn: weight of the retain cross-entropy")
-    p.add_argument("--retain-per-domain", type=int, default=6)
-    p.add_argument("--per-domain", type=int, default=36, help="safety: harmful prompts per domain (all 36 of the train split)")
-    p.add_argument("--harmless-per-domain", type=int, default=36, help="safety: harmless prompts per domain (all 36 of the train split)")
-    p.add_argument("--neighbours-per-domain", type=int, default=36,
+    p.add_argument("--retain-per-domain", type=_count, default=6)
+    p.add_argument("--per-domain", type=_count, default=36, help="safety: harmful prompts per domain (all 36 of the train split)")
+    p.add_argument("--harmless-per-domain", type=_count, default=36, help="safety: harmless prompts per domain (all 36 of the train split)")
+    p.add_argument("--neighbours-per-domain", type=_count0, default=36,
                    help="safety: train-only harmless neighbours of the harmful topics per domain (0–36)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--kl-batch-size", type=int, default=None, help="sequences of --kl-data per micro-batch (default: TrainConfig's)")
+    p.add_argument("--epochs", type=_count, default=1)
+    p.add_argument("--max-steps", type=_count, default=None)
+    p.add_argument("--batch-size", type=_count, default=4)
+    p.add_argument("--grad-accum", type=_count, default=1)
+    p.add_argument("--kl-batch-size", type=_count, default=None, help="sequences of --kl-data per micro-batch (default: TrainConfig's)")
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--save-every", type=int, default=None)
+    p.add_argument("--save-every", type=_count, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="use at most this many training conversations")
+    p.add_argument("--limit", type=_count, default=None, help="use at most this many training conversations")
 
     p = sub.add_parser("solutions", help="compare a general and a narrow solution: efficiency, stability, generic-text KL")
     _common(p)
@@ -120,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--narrow", required=True, help="adapter or steering-vector directory of the narrow solution")
     p.add_argument("--data", default="bad_medical", help="narrow data set (NAME, train split) or data:NAME:SPLIT")
     p.add_argument("--prose", default="data:generic_prose:test")
-    p.add_argument("--limit", type=int, default=16)
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--limit", type=_count, default=16)
+    p.add_argument("--seeds", type=_count, default=10)
 
     p = sub.add_parser("reproduce", help="the seed papers' experiments, figures and report (stages cached; resumable)")
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
@@ -132,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
-    p.add_argument("--per-domain", type=int, default=12, help="prompts per domain and class (train split)")
+    p.add_argument("--per-domain", type=_count, default=12, help="prompts per domain and class (train split)")
     return ap
 
 

@@ -50,6 +50,11 @@ def run_concepts(model_name: str, concepts: Sequence[str], baseline: str, out: s
     """
     t0 = time.time()
     sets = resolve_concepts(concepts, limit)
+    if target is not None and target not in sets:  # checked before any work, so a typo leaves nothing behind
+        key = datasets.domain(target) if list(concepts) == ["data:builtin"] else target
+        if key not in sets:
+            raise InputError(f"unknown --target concept {target!r}; have {', '.join(sets)}")
+        target = key
     base_items = resolve_items(baseline)[:limit] if limit else resolve_items(baseline)
     model = load_model(model_name, device=device)
     cv = concept_vectors(model, sets, base_items, position=position, batch_size=batch_size, backend=backend)

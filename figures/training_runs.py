@@ -58,15 +58,8 @@ def _chats(spec: str, split: str | None = "train", limit: int | None = None) -> 
 
 def run_train(kind: str, model: Model, args) -> dict:
     """``em-interp train KIND``: the thin mapping from CLI arguments to the training API."""
-    from interp.io import InputError
     from training import TrainConfig, train_lora, train_steering_vector, unlearn
 
-    for flag in ("limit", "retain_per_domain", "per_domain", "harmless_per_domain"):
-        v = getattr(args, flag, None)
-        if v is not None and v < 1:
-            raise InputError(f"--{flag.replace('_', '-')} must be ≥ 1, got {v}")
-    if getattr(args, "neighbours_per_domain", 0) < 0:
-        raise InputError(f"--neighbours-per-domain must be ≥ 0, got {args.neighbours_per_domain}")
     cfg = TrainConfig(lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                       grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, save_every=args.save_every,
                       **({"kl_batch_size": args.kl_batch_size} if getattr(args, "kl_batch_size", None) is not None else {}))

@@ -52,6 +52,9 @@ class Directions:
         """The raw direction ``[d_model]`` at model layer ``layer`` (and template offset ``pos``)."""
         if layer not in self.layers:
             raise InputError(f"layer {layer} not in these directions (layers {self.layers[0]}…{self.layers[-1]})")
+        if not -self.n_positions <= pos < self.n_positions:
+            raise InputError(f"position {pos} not in these directions: they hold {self.n_positions} template offset(s), "
+                             f"pos -{self.n_positions}…-1")
         return self.vectors[pos, self.layers.index(layer)]
 
     def unit(self, layer: int, pos: int = -1) -> torch.Tensor:
@@ -77,10 +80,13 @@ class Directions:
 
     @classmethod
     def load(cls, path: str | Path, *, model: Model | None = None) -> "Directions":
-        """Load directions; with ``model`` given, check that its width and depth match."""
+        """Load directions from a file, or from the directory ``em-interp directions`` wrote (its
+        ``directions.safetensors``); with ``model`` given, check that its width and depth match."""
         from safetensors.torch import load_file
 
         path = Path(path)
+        if path.is_dir():
+            path = path / "directions.safetensors"
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
         if not path.is_file():

@@ -91,7 +91,39 @@ def test_cli_select_ablate_steer(tmp_path, capsys):
     assert main(["steer", "--model", "tiny-random-llama", "--directions", str(d / "directions.safetensors"), "--layer", "9",
                  "--prompts", "data:baseline:test", "--out", str(tmp_path / "bad")]) == 2
     assert "layer 9 not in these directions" in capsys.readouterr().err
+    # the directory `directions` wrote is accepted as --directions; a template offset it lacks is a clear error
+    assert main(["ablate", "--model", "tiny-random-llama", "--directions", str(d), "--layer", "1", "--pos", "-2",
+                 "--prompts", "data:baseline:test", "--out", str(tmp_path / "bad")]) == 2
+    assert "position -2 not in these directions: they hold 1 template offset" in capsys.readouterr().err
+    assert main(["ablate", "--model", "tiny-random-llama", "--directions", str(d), "--layer", "1", "--prompts", "data:baseline:test",
+                 "--limit", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "from_dir")]) == 0
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["concepts", "--limit", "0"], "argument --limit: must be an integer ≥ 1, got 0"),
+    (["concepts", "--batch-size", "x"], "argument --batch-size: must be an integer ≥ 1, got x"),
+    (["select", "--directions", "d", "--kl-threshold", "-1"], "argument --kl-threshold: must be a finite number > 0, got -1"),
+    (["steer", "--directions", "d", "--prompts", "p", "--layer", "1", "--max-new-tokens", "0"], "argument --max-new-tokens"),
+    (["train", "lora", "--max-steps", "0"], "argument --max-steps"),
+    (["train", "safety", "--neighbours-per-domain", "-1"], "must be an integer ≥ 0"),
+])
+def test_cli_counts_and_thresholds_are_checked_before_any_work(argv, msg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_concepts_target_takes_a_domain_title_and_a_typo_writes_nothing(tmp_path, capsys):
+    base = ["concepts", "--model", "tiny-random-llama", "--limit", "2"]
+    assert main(base + ["--target", "Nonsense", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown domain 'Nonsense'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(base + ["--concepts", "data:safety_harmful", "data:bias_harmful", "--target", "privacy", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown --target concept 'privacy'; have safety_harmful, bias_harmful" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(base + ["--target", "Medical/Legal", "--out", str(tmp_path / "ok")]) == 0
+    assert (tmp_path / "ok" / "concept_similarity_sweep.png").is_file()
 
 
 def test_ablation_experiment_writes_json_and_figures(tmp_path, llama):
@@ -147,8 +179,8 @@ def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
                  "--max-steps", "1", "--out", str(tmp_path / "ml")]) == 0
     assert (tmp_path / "ml" / "final" / "adapter_config.json").is_file()
     base = ["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--max-steps", "1"]
-    for extra, msg in [(["--limit", "0"], "--limit must be ≥ 1"), (["--kl-batch-size", "0", "--kl-data", "aligned_other", "--kl-weight", "1"], "kl_batch_size"),
-                       (["--rank", "0"], "rank"), (["--lr", "-1"], "lr must be > 0"), (["--target-modules", "foo_proj"], "foo_proj")]:
+    for extra, msg in [(["--lr", "-1"], "lr must be > 0"), (["--kl-weight", "-1"], "kl_weight must be ≥ 0"),
+                       (["--target-modules", "foo_proj"], "foo_proj")]:
         capsys.readouterr()
         assert main(base + extra + ["--out", str(tmp_path / "bad")]) == 2, extra
         err = capsys.readouterr().err
