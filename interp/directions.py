@@ -33,7 +33,9 @@ class Directions:
     def __post_init__(self) -> None:
         if self.vectors.dim() == 2:
             self.vectors = self.vectors[None]
-        assert self.vectors.dim() == 3 and self.vectors.shape[1] == len(self.layers), self.vectors.shape
+        if self.vectors.dim() != 3 or self.vectors.shape[1] != len(self.layers):
+            raise InputError(f"directions must be [n_positions, n_layers, d_model] (or [n_layers, d_model]) with one row per "
+                             f"layer in layers ({len(self.layers)}); got shape {tuple(self.vectors.shape)}")
 
     @property
     def d_model(self) -> int:

@@ -54,6 +54,12 @@ def test_save_load_round_trip_and_model_check(llama, tmp_path):
         back.unit(0)
     with pytest.raises(InputError, match="norm"):
         Directions(torch.zeros(1, 1, 4), [0]).unit(0)
+    with pytest.raises(InputError, match=r"one row per layer in layers \(1\); got shape \(1, 2, 3\)"):
+        Directions(torch.ones(2, 3), [0])
+    with pytest.raises(InputError, match="position -2 not in these directions"):
+        back.vector(1, pos=-2)
+    d.save(tmp_path / "run" / "directions")  # what `em-interp directions --out run` writes
+    assert torch.equal(Directions.load(tmp_path / "run", model=llama).vectors, d.vectors)
 
 
 def test_mean_diff_bad_input(llama):
