@@ -1,0 +1,40 @@
+"""The benchmark scripts run end to end (on a tiny model, minimal sizes) and write the JSON `make bench` reads:
+every committed result's ratio keys, plus machine, versions and workload. Timings here mean nothing; the
+committed `bench/results/*.json` are SmolLM2 runs."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ARGS = {
+    "extraction": ["--n", "4", "--batch-size", "2", "--repeats", "1", "--memory-n", "2"],
+    "generation": ["--new-tokens", "2", "--batch-size", "2", "--repeats", "1"],
+    "solutions": ["--n", "2", "--repeats", "1"],
+    "training": ["--steps", "1", "--batch", "2", "--repeats", "1"],
+}
+
+
+def test_every_benchmark_is_covered():
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py") if p.name != "run_all.py"}
+    assert scripts == set(TINY_ARGS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_ARGS))
+def test_benchmark_runs_and_writes_the_committed_keys(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--model", "tiny-random-llama", *TINY_ARGS[name],
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    committed = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+    ratios = [k for k, v in committed.items() if isinstance(v, (int, float))]
+    assert ratios and set(ratios) <= set(result)
+    assert all(math.isfinite(result[k]) and result[k] > 0 for k in ratios)
+    assert {"machine", "versions", "workload"} <= set(result) and result["versions"].get("torch")
