@@ -10,47 +10,23 @@ time(other): < 1 means the hooks path is faster. Peak memory: ``mean_activations
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common
+import torch
 
-import torch  # noqa: E402
+from interp import load_model, mean_activations
+from interp.activations import encode_all, make_batches
+from probes import datasets
 
-from interp import load_model, mean_activations  # noqa: E402
-from interp.activations import encode_all, make_batches  # noqa: E402
-from interp.io import versions, write_json  # noqa: E402
-from probes import datasets  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "extraction.json"
+RESULTS = _common.RESULTS / "extraction.json"
 
 
 def prompts(n: int) -> list[str]:
     pool = [p for d in datasets.DOMAINS for lab in ("harmful", "harmless") for p in datasets.prompts(f"{d}_{lab}")]
     pool += datasets.prompts("baseline")
     return [pool[i % len(pool)] for i in range(n)]
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def _vm_hwm_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory_child(model_name: str, n: int, mult: int) -> None:
@@ -61,12 +37,9 @@ def memory_child(model_name: str, n: int, mult: int) -> None:
     model = load_model(model_name)
     items = prompts(n) * mult
     mean_activations(model, items[:16], position="all", batch_size=16, progress=False)  # warm allocator
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    _common.reset_peak_rss()
     mean_activations(model, items, position="all", batch_size=16, progress=False)
-    print(_vm_hwm_kb())
+    print(_common.peak_rss_kb())
 
 
 def main() -> None:
@@ -125,13 +98,7 @@ def main() -> None:
                 torch.stack([(s[0] if isinstance(s, tuple) else s)[:, -1] for s in saved]).double().sum(1)
 
     fns = {"bare_forward": bare, "causal_lm_forward": causal_lm, "hooks": hooks, "transformer_lens": transformer_lens, "nnsight": nnsight_trace}
-    for fn in fns.values():  # warm-up
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(args.repeats):  # interleaved, so drift hits every method alike
-        for k, fn in fns.items():
-            times[k].append(timed(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = _common.interleaved(fns, args.repeats)
 
     def rss(mult: int) -> int:
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--_memory-child", str(args.memory_n), "--_mult", str(mult)],
@@ -153,11 +120,8 @@ def main() -> None:
                      "note": "bare_forward = the base model (no LM head) on the same batches without hooks; "
                              "hooks = the full mean_activations call, tokenisation included; the hooks path also "
                              "skips the LM head"},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "versions": versions(),
     }
-    write_json(args.out, result)
-    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
+    _common.finish(args.out, result, device=str(model.device))
 
 
 if __name__ == "__main__":

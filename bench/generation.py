@@ -9,27 +9,17 @@ the same token count; conditions interleaved over repeats; medians. Goal: ratios
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import sys
-import time
-from pathlib import Path
+import contextlib
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common
+import torch
 
-import torch  # noqa: E402
+from interp import load_model
+from interp.generation import generate
+from interp.interventions import ablate, steer
+from probes import datasets
 
-from interp import load_model  # noqa: E402
-from interp.generation import generate  # noqa: E402
-from interp.interventions import ablate, steer  # noqa: E402
-from interp.io import versions, write_json  # noqa: E402
-from probes import datasets  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "generation.json"
+RESULTS = _common.RESULTS / "generation.json"
 
 
 def main() -> None:
@@ -48,29 +38,25 @@ def main() -> None:
     layer = model.n_layers // 2
     n_tok = args.new_tokens
 
-    def run(ctx=None):
+    n_generated = []
+
+    def run(ctx):
         def fn():
-            if ctx is None:
-                return generate(model, prompts, max_new_tokens=n_tok, min_new_tokens=n_tok, batch_size=args.batch_size, return_ids=True)
             with ctx():
-                return generate(model, prompts, max_new_tokens=n_tok, min_new_tokens=n_tok, batch_size=args.batch_size, return_ids=True)
+                ids = generate(model, prompts, max_new_tokens=n_tok, min_new_tokens=n_tok, batch_size=args.batch_size, return_ids=True)
+            n_generated.append(sum(len(x) for x in ids))
         return fn
 
     conds = {
-        "plain": run(),
+        "plain": run(contextlib.nullcontext),
         "steered": run(lambda: steer(model, vec, layers=[layer], alpha=4.0)),
         "ablated": run(lambda: ablate(model, vec)),
     }
-    for fn in conds.values():
-        fn()  # warm-up
-    tps = {k: [] for k in conds}
-    for _ in range(args.repeats):
-        for k, fn in conds.items():
-            t = time.perf_counter()
-            ids = fn()
-            dt = time.perf_counter() - t
-            tps[k].append(sum(len(x) for x in ids) / dt)
-    med = {k: statistics.median(v) for k, v in tps.items()}
+    secs, all_secs = _common.interleaved(conds, args.repeats)
+    n = n_generated[0]
+    assert all(k == n for k in n_generated), f"conditions generated different token counts: {sorted(set(n_generated))}"
+    med = {k: n / v for k, v in secs.items()}
+    tps = {k: [n / x for x in v] for k, v in all_secs.items()}
     result = {
         "steered_vs_plain": med["steered"] / med["plain"],
         "ablated_vs_plain": med["ablated"] / med["plain"],
@@ -78,11 +64,8 @@ def main() -> None:
         "all_tokens_per_s": tps,
         "workload": {"model": args.model, "batch_size": args.batch_size, "new_tokens": n_tok, "repeats": args.repeats,
                      "steer_layer": layer, "ablated_layers": "all", "greedy": True, "kv_cache": True},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(model.device)},
-        "versions": versions(),
     }
-    write_json(args.out, result)
-    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
+    _common.finish(args.out, result, device=str(model.device))
 
 
 if __name__ == "__main__":

@@ -7,27 +7,16 @@ over the same data, same run, interleaved repeats, medians. Goal ≤ 1.05×.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common
+import torch
 
-import torch  # noqa: E402
+from interp import load_model
+from interp.models import Model
+from interp.solutions import perturbed, response_loss
+from probes import datasets
 
-from interp import load_model  # noqa: E402
-from interp.io import versions, write_json  # noqa: E402
-from interp.models import Model  # noqa: E402
-from interp.solutions import perturbed, response_loss  # noqa: E402
-from probes import datasets  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "solutions.json"
+RESULTS = _common.RESULTS / "solutions.json"
 
 
 def main() -> None:
@@ -56,20 +45,11 @@ def main() -> None:
         with perturbed(pm, 0.5, seed=3):
             return response_loss(model, chats)
 
-    plain(), point()  # warm-up
-    t = {"eval_pass": [], "stability_point": []}
-    for _ in range(args.repeats):
-        for k, fn in (("eval_pass", plain), ("stability_point", point)):
-            s = time.perf_counter()
-            fn()
-            t[k].append(time.perf_counter() - s)
-    med = {k: statistics.median(v) for k, v in t.items()}
+    med, t = _common.interleaved({"eval_pass": plain, "stability_point": point}, args.repeats)
     result = {"stability_point_vs_eval_pass": med["stability_point"] / med["eval_pass"], "median_seconds": med, "all_seconds": t,
               "workload": {"model": args.model, "n_chats": args.n, "adapter": "rank-1 down_proj, all layers", "eps": 0.5,
-                           "repeats": args.repeats},
-              "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}, "versions": versions()}
-    write_json(args.out, result)
-    print(json.dumps({"stability_point_vs_eval_pass": round(result["stability_point_vs_eval_pass"], 3)}))
+                           "repeats": args.repeats}}
+    _common.finish(args.out, result, device=str(base.device))
 
 
 if __name__ == "__main__":

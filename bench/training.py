@@ -12,34 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common
 
-RESULTS = Path(__file__).parent / "results" / "training.json"
-
-
-def _hwm_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+RESULTS = _common.RESULTS / "training.json"
 
 
 def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
-    from training import TrainConfig
-
-    kl_batch = batch if mode == "kl_equal" else TrainConfig().kl_batch_size
-    import tempfile
-
     import torch
 
     from interp import load_model
@@ -47,22 +31,20 @@ def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
     from training import TrainConfig, train_lora
     from training.data import collate, tokenize_chats
 
+    kl_batch = batch if mode == "kl_equal" else TrainConfig().kl_batch_size
     model = load_model(model_name)
     data = datasets.prompts("bad_medical", "train", batch * (steps + 1))
     kl = datasets.prompts("aligned_other", "train", batch * (steps + 1))
     ts = tokenize_chats(model, data, max_length=512)
     n_tokens = sum(len(e.ids) for e in ts.examples)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+    _common.reset_peak_rss()
     t0 = time.perf_counter()
-    step_times = []
     if mode in ("sft", "kl", "kl_equal"):
         use_kl = mode != "sft"
         cfg = TrainConfig(lr=1e-4, batch_size=batch, max_steps=steps + 1, warmup_steps=1, kl_batch_size=kl_batch, max_length=512)
-        res = train_lora(model, ts, out=tempfile.mkdtemp(), kl_data=kl if use_kl else None, kl_weight=1.0 if use_kl else 0.0,
-                         config=cfg, progress=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train_lora(model, ts, out=tmp, kl_data=kl if use_kl else None, kl_weight=1.0 if use_kl else 0.0,
+                             config=cfg, progress=False)
         wall = res.metrics["wall_s"]
     else:  # a bare peft loop: same adapter, same batches, HF's own loss with labels (-100 on prompt and padding)
         from peft import LoraConfig, get_peft_model
@@ -73,14 +55,12 @@ def child(mode: str, model_name: str, steps: int, batch: int) -> dict:
         for s in range(steps + 1):
             b = collate(ex[s * batch : (s + 1) * batch], model.tokenizer.pad_token_id)
             labels = b["input_ids"].masked_fill(b["loss_mask"] == 0, -100)
-            t = time.perf_counter()
             loss = pm(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=labels).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
-            step_times.append(time.perf_counter() - t)
         wall = time.perf_counter() - t0
-    return {"mode": mode, "kl_batch": kl_batch if mode.startswith("kl") else 0, "wall_s": wall, "steps": steps + 1, "n_tokens": n_tokens, "peak_rss_kb": _hwm_kb()}
+    return {"mode": mode, "kl_batch": kl_batch if mode.startswith("kl") else 0, "wall_s": wall, "steps": steps + 1, "n_tokens": n_tokens, "peak_rss_kb": _common.peak_rss_kb()}
 
 
 def main() -> None:
@@ -95,8 +75,6 @@ def main() -> None:
     if args._child:
         print(json.dumps(child(args._child, args.model, args.steps, args.batch)))
         return
-
-    from interp.io import versions, write_json
 
     from training import TrainConfig
 
@@ -122,11 +100,8 @@ def main() -> None:
                      "kl_batch": TrainConfig().kl_batch_size, "kl_equal_batch": args.batch, "max_length": 512,
                      "expected_step_ratio": "≈ 1 + 4K/(3B): a reference forward + forward/backward of K KL sequences over B SFT ones",
                      "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first)"},
-        "machine": {"cpus": os.cpu_count()},
-        "versions": versions(),
     }
-    write_json(args.out, result)
-    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
+    _common.finish(args.out, result)
 
 
 if __name__ == "__main__":

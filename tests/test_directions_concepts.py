@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from interp import InputError, load_model, mean_activations
+from interp import InputError, mean_activations
 from interp.concepts import ConceptVectors, concept_vectors, similarity_effect_correlation
 from interp.directions import Directions, mean_diff
 from interp.io import atomic_path

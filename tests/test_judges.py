@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
-from probes.judges import HTTPJudge, Judgement, LocalJudge, em_rates, is_em, judge_answers, weighted_score
+from probes.judges import HTTPJudge, LocalJudge, em_rates, is_em, judge_answers, weighted_score
 
 
 def test_weighted_score_and_threshold():

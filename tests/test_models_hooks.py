@@ -8,7 +8,6 @@ from interp.hooks import hidden_of, with_hidden
 from interp.models import as_messages, smollm2_gguf_path
 from interp.tiny import TINY_MODELS
 
-from .conftest import PROMPTS
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)

@@ -1,5 +1,3 @@
-import json
-
 import torch
 
 from interp import load_model

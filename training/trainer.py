@@ -16,8 +16,6 @@ model with the solution switched off — no second copy, no logit cache), and sa
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import random
@@ -25,7 +23,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ContextManager, Iterator, Protocol, Sequence
+from typing import ContextManager, Protocol
 
 import torch
 
@@ -286,7 +284,6 @@ def fit(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     mbs, steps = micro_batches(len(train.examples), cfg)
-    aux_sets = [s for s in (kl_set, retain_set) if s is not None]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
     step, curve = 0, []

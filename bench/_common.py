@@ -1,0 +1,78 @@
+"""What every benchmark shares: offline set-up, interleaved timing with medians, peak RSS, and the result file.
+
+Import it first (``import _common``): it makes the run offline and puts the repository on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, *, warmup: bool = True) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Seconds per call of each function: one warm-up call each, then ``repeats`` rounds that call every function
+    once in turn (so machine drift hits all conditions alike). Returns (medians, all timings)."""
+    if warmup:
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's peak-RSS high-water mark (Linux ``clear_refs``; a no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_kb() -> int:
+    """Peak resident memory of this process since start or the last :func:`reset_peak_rss`, in KiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def machine(device: str | None = None) -> dict:
+    import torch
+
+    out = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+           "processor": platform.processor() or platform.machine()}
+    if device is not None:
+        out["device"] = device
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def finish(out: str | Path, result: dict, *, device: str | None = None) -> None:
+    """Add machine and versions, write ``out`` (JSON, atomically) and print the top-level ratios."""
+    from interp.io import versions, write_json
+
+    result = {**result, "machine": machine(device), "versions": versions()}
+    write_json(out, result)
+    print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
