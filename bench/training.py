@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -96,7 +96,7 @@ def main() -> None:
         "median_step_s": step,
         "median_peak_rss_kb": peak,
         "runs": runs,
-        "workload": {"model": args.model, "batch": args.batch, "steps_timed": args.steps + 1, "lora": "r1 down_proj all layers",
+        "workload": {"model": args.model, "batch": args.batch, "steps_timed": args.steps + 1, "repeats": args.repeats, "lora": "r1 down_proj all layers",
                      "kl_batch": TrainConfig().kl_batch_size, "kl_equal_batch": args.batch, "max_length": 512,
                      "expected_step_ratio": "≈ 1 + 4K/(3B): a reference forward + forward/backward of K KL sequences over B SFT ones",
                      "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first)"},
