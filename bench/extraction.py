@@ -4,7 +4,7 @@ Same prompts, same left-padded batches, same process, interleaved repeats, media
 time(other): < 1 means the hooks path is faster. Peak memory: ``mean_activations`` over 1× and 10× the items at
 ``position="all"`` (every token), each in a fresh subprocess, ratio of peak RSS.
 
-    python bench/extraction.py [--model smollm2-135m-instruct] [--n 64] [--repeats 3]
+    python bench/extraction.py [--model smollm2-135m-instruct] [--n 64] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--memory-n", type=int, default=32)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--_memory-child", type=int, default=None, help=argparse.SUPPRESS)

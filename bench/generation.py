@@ -3,7 +3,7 @@
 Batch 8, greedy, a fixed number of new tokens (``min_new_tokens = max_new_tokens``) so every condition produces
 the same token count; conditions interleaved over repeats; medians. Goal: ratios ≥ 0.95.
 
-    python bench/generation.py [--model smollm2-135m-instruct] [--new-tokens 32] [--repeats 3]
+    python bench/generation.py [--model smollm2-135m-instruct] [--new-tokens 32] [--repeats 6]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 

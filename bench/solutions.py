@@ -1,7 +1,7 @@
 """Benchmark: one (ε, seed) stability point (perturb in place, evaluate, restore) vs one plain evaluation pass
 over the same data, same run, interleaved repeats, medians. Goal ≤ 1.05×.
 
-    python bench/solutions.py [--model smollm2-135m-instruct] [--n 16] [--repeats 5]
+    python bench/solutions.py [--model smollm2-135m-instruct] [--n 16] [--repeats 6]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=6)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     from peft import LoraConfig, get_peft_model

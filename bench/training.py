@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -79,8 +79,8 @@ def main() -> None:
     from training import TrainConfig
 
     runs: dict[str, list[dict]] = {"sft": [], "kl": [], "kl_equal": [], "bare": []}
-    for _ in range(args.repeats):  # interleaved
-        for mode in runs:
+    for order in _common.rounds(list(runs), args.repeats):  # interleaved, order rotated per round
+        for mode in order:
             out = subprocess.run([sys.executable, __file__, "--model", args.model, "--steps", str(args.steps), "--batch", str(args.batch),
                                   "--_child", mode], capture_output=True, text=True, check=True)
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -38,3 +38,18 @@ def test_benchmark_runs_and_writes_the_committed_keys(name, tmp_path):
     assert ratios and set(ratios) <= set(result)
     assert all(math.isfinite(result[k]) and result[k] > 0 for k in ratios)
     assert {"machine", "versions", "workload"} <= set(result) and result["versions"].get("torch")
+
+
+def test_rounds_rotate_so_no_condition_always_runs_last():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import _common
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    orders = _common.rounds(["plain", "steered", "ablated"], 6)
+    assert all(sorted(o) == ["ablated", "plain", "steered"] for o in orders)
+    for name in ("plain", "steered", "ablated"):  # a balanced design: every condition in every slot equally often
+        assert sorted(o.index(name) for o in orders) == [0, 0, 1, 1, 2, 2]
+    calls = []
+    med, times = _common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    assert calls == ["a", "b", "a", "b", "b", "a"] and set(med) == {"a", "b"} and all(len(v) == 2 for v in times.values())
