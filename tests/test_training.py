@@ -163,6 +163,20 @@ def test_bad_training_input(llama, tmp_path):
     with pytest.raises(InputError, match="kl_data"):
         train_steering_vector(llama, DATA, out=tmp_path / "z", layer=1, kl_weight=1.0, max_steps=1, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(InputError, match="not a file.*probes.datasets.prompts"):
+        train_lora(llama, "bad_medical", out=tmp_path / "n", max_steps=1, progress=False)
+    with pytest.raises(InputError, match="got NoneType"):
+        train_steering_vector(llama, None, out=tmp_path / "n", layer=1, max_steps=1, progress=False)
+    assert not (tmp_path / "n").exists()
+
+
+def test_data_may_be_a_chat_jsonl_path(llama, tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in DATA))
+    from_file = train_lora(llama, str(path), out=tmp_path / "file", max_steps=2, progress=False)
+    from_list = train_lora(llama, DATA, out=tmp_path / "list", max_steps=2, progress=False)
+    a, b = _adapter(from_file.path), _adapter(from_list.path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from interp.io import InputError
+from interp.io import InputError, load_items
 from interp.models import Model
 
 from .data import TokenizedSet, tokenize_chats
@@ -84,7 +85,17 @@ def base_signature(model: Model) -> dict:
 
 
 def _as_set(model: Model, data, max_length: int, mask: str = "response") -> TokenizedSet:
-    return data if isinstance(data, TokenizedSet) else tokenize_chats(model, data, max_length=max_length, mask=mask)
+    """``data`` as tokens: a :class:`TokenizedSet`, a list of chats, or the path of a chat JSONL file."""
+    if isinstance(data, TokenizedSet):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if not Path(data).is_file():
+            raise InputError(f"data {str(data)!r} is not a file; pass a list of chats, a chat JSONL path, or a shipped set "
+                             f"as probes.datasets.prompts(NAME, 'train')")
+        data = load_items(data)
+    if data is None or not isinstance(data, Sequence):
+        raise InputError(f"data must be a list of chats, a chat JSONL path or a TokenizedSet, got {type(data).__name__}")
+    return tokenize_chats(model, data, max_length=max_length, mask=mask)
 
 
 def train_lora(
@@ -106,7 +117,8 @@ def train_lora(
     progress: bool | None = None,
     **overrides,
 ) -> TrainResult:
-    """Train a LoRA adapter on chat ``data`` (response-only loss). With ``kl_data`` and ``kl_weight`` λ > 0 it is
+    """Train a LoRA adapter on chat ``data`` (response-only loss): a list of chats, a chat JSONL path, or a
+    :class:`~training.data.TokenizedSet` (``kl_data`` likewise). With ``kl_data`` and ``kl_weight`` λ > 0 it is
     the KL-narrow solution (definition 6); ``kl_mask="all"`` takes the KL over every token of the KL conversations
     (as published), ``"response"`` over their response tokens. Returns the peft adapter directory and metrics.
     The model is left unchanged (the adapter is removed from it after training)."""
