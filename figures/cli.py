@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--save-every", type=_count, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="start over in --out (default: continue its last checkpoint)")
     p.add_argument("--limit", type=_count, default=None, help="use at most this many training conversations")
 
     p = sub.add_parser("solutions", help="compare a general and a narrow solution: efficiency, stability, generic-text KL")

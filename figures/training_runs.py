@@ -73,12 +73,12 @@ def run_train(kind: str, model: Model, args) -> dict:
         retain = [p for d in datasets.DOMAINS if d != concept for p in datasets.prompts(f"{d}_harmful", "train", args.retain_per_domain)]
         refusals = [r["text"] for r in datasets.load("refusals")]
         res = unlearn(model, prompts, refusals=refusals, out=args.out, retain_prompts=retain if args.retain_weight else None,
-                      retain_weight=args.retain_weight, config=cfg, progress=True)
+                      retain_weight=args.retain_weight, config=cfg, resume=not args.no_resume, progress=True)
     else:
         data = _chats(args.data, limit=args.limit)
         kl = _chats(args.kl_data, limit=args.limit) if args.kl_data else None
         common = dict(out=args.out, kl_data=kl, kl_weight=args.kl_weight, legacy_vocab_scaling=args.legacy_vocab_scaling,
-                      config=cfg, progress=True)
+                      config=cfg, resume=not args.no_resume, progress=True)
         if kind == "lora":
             res = train_lora(model, data, rank=args.rank, alpha=args.alpha, target_modules="all-linear" if args.target_modules == ["all-linear"] else args.target_modules,
                              layers=args.layers if args.layers else "all", rslora=args.rslora, **common)

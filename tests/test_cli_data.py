@@ -191,6 +191,14 @@ def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
     assert main(["train", "steering-vector", "--model", "tiny-random-llama", "--data", "bad_medical", "--layer", "1", "--alpha", "0",
                  "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+    # checkpoints of another run in --out are refused, and --no-resume starts over there
+    ck = ["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "8", "--max-steps", "3",
+          "--save-every", "1", "--out", str(tmp_path / "ck")]
+    assert main(ck + ["--lr", "1e-3"]) == 0
+    capsys.readouterr()
+    assert main(ck + ["--lr", "2e-3"]) == 2
+    assert "config.lr: 0.001 → 0.002" in capsys.readouterr().err
+    assert main(ck + ["--lr", "2e-3", "--no-resume"]) == 0
 
 
 def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():

@@ -37,6 +37,29 @@ def test_resume_reproduces_uninterrupted_run(llama, tmp_path):
     assert [c["step"] for c in log["curve"]] == [1, 2, 3, 4] and log["config"]["kl_weight"] == 0.5
 
 
+def test_resume_refuses_checkpoints_of_a_different_run(llama, tmp_path):
+    kw = dict(batch_size=4, max_steps=4, save_every=1, stop_at_step=2, progress=False)
+    train_lora(llama, DATA, out=tmp_path / "r", lr=1e-3, **kw)
+    (ckpt,) = [p for p in (tmp_path / "r" / "checkpoints").iterdir() if p.name == "step-000002"]
+    assert json.loads((ckpt / "run.json").read_text())["config"]["lr"] == 1e-3
+    for change, match in [(dict(lr=2e-3), r"config\.lr: 0\.001 → 0\.002"), (dict(rank=2), r"solution\.rank: 1 → 2"),
+                          (dict(data=DATA[::-1]), r"data\.train: '\w+' → '\w+'"), (dict(kl_data=KL, kl_weight=1.0), "data.kl: None")]:
+        args = {"lr": 1e-3, "data": DATA, **change}
+        with pytest.raises(InputError, match=f"holds checkpoints of a different run.*{match}.*--no-resume"):
+            train_lora(llama, args.pop("data"), out=tmp_path / "r", **{**kw, "stop_at_step": None}, **args)
+    assert not (tmp_path / "r" / "final").exists()
+    # a steering vector's layer is part of its run too
+    train_steering_vector(llama, DATA, out=tmp_path / "sv", layer=1, **kw)
+    with pytest.raises(InputError, match=r"solution\.layer: 1 → 2"):
+        train_steering_vector(llama, DATA, out=tmp_path / "sv", layer=2, **{**kw, "stop_at_step": None})
+    # resume=False starts over and removes the other run's checkpoints
+    res = train_lora(llama, DATA, out=tmp_path / "r", lr=2e-3, resume=False, **{**kw, "stop_at_step": None})
+    assert [c["step"] for c in res.metrics["curve"]] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "r" / "checkpoints" / "step-000003" / "run.json").read_text())["config"]["lr"] == 2e-3
+    assert not (tmp_path / "r" / "checkpoints" / "step-000002").exists() or \
+        json.loads((tmp_path / "r" / "checkpoints" / "step-000002" / "run.json").read_text())["config"]["lr"] == 2e-3
+
+
 def test_adapter_is_plain_peft_and_model_unchanged(llama, tmp_path):
     from peft import PeftModel
 

@@ -31,6 +31,7 @@ class SteeringVectorSolution:
         if init is not None and tuple(init.shape) != (model.d_model,):
             raise InputError(f"steering-vector init has shape {tuple(init.shape)}; {model.name} needs ({model.d_model},)")
         self.alpha = float(alpha)
+        self.settings = {"layer": self.layer, "alpha": self.alpha, "init": None if init is None else "given"}
         v = torch.zeros(model.d_model, dtype=torch.float32, device=model.device) if init is None else init.detach().float().clone().to(model.device)
         self.vector = torch.nn.Parameter(v)
         self._on = True

@@ -16,6 +16,8 @@ model with the solution switched off — no second copy, no logit cache), and sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -217,17 +219,52 @@ def seq_logprob(model: Model, batch: dict) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_NOT_IN_FINGERPRINT = ("stop_at_step", "save_every", "log_every")  # may differ between the parts of one run
+
+
+def run_fingerprint(model: Model, solution: Solution, cfg: TrainConfig, train: TokenizedSet, *, kl_set: TokenizedSet | None = None,
+                    retain_set: TokenizedSet | None = None, meta: dict | None = None) -> dict:
+    """What a checkpoint must match to be resumed: the optimisation settings, the solution's settings, the model's
+    shape, a digest of every data set's tokens / masks / weights, and the trainer's ``meta``."""
+
+    def digest(ts: TokenizedSet | None) -> str | None:
+        if ts is None:
+            return None
+        h = hashlib.sha256()
+        for e in ts.examples:
+            h.update(json.dumps([e.ids, e.mask, e.weight]).encode())
+        return h.hexdigest()[:16]
+
+    return {"config": {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT},
+            "solution": {"kind": solution.kind, **getattr(solution, "settings", {})},
+            "model": {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model},
+            "data": {"train": digest(train), "kl": digest(kl_set), "retain": digest(retain_set)},
+            "meta": json.loads(json.dumps(meta or {}, default=str))}
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} → {y!r}")
+    return out
+
+
 def _latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return ckpts[-1] if ckpts else None
 
 
-def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve: list) -> None:
+def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve: list, fingerprint: dict) -> None:
     path = out / "checkpoints" / f"step-{step:06d}"
     with atomic_path(path) as tmp:
         tmp.mkdir()
         from safetensors.torch import save_file
 
+        (tmp / "run.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
         save_file({k: v.detach().contiguous() for k, v in solution.state_dict().items()}, str(tmp / "solution.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
                     "curve": curve}, tmp / "trainer_state.pt")
@@ -235,9 +272,16 @@ def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, solution: Solution, opt, sched) -> tuple[int, list]:
+def _load_checkpoint(path: Path, solution: Solution, opt, sched, fingerprint: dict) -> tuple[int, list]:
     from safetensors.torch import load_file
 
+    run = path / "run.json"
+    if run.is_file():
+        diff = _differences(json.loads(run.read_text()), fingerprint)
+        if diff:
+            raise InputError(f"{path.parent.parent} holds checkpoints of a different run ({'; '.join(diff[:6])}"
+                             f"{'; …' if len(diff) > 6 else ''}); choose another output directory, or start over there "
+                             f"(resume=False; CLI --no-resume)")
     solution.load_state_dict(load_file(str(path / "solution.safetensors")))
     st = torch.load(path / "trainer_state.pt", weights_only=False)
     opt.load_state_dict(st["optimizer"])
@@ -266,7 +310,8 @@ def fit(
     - ``npo``: L = (2/β) · mean log(1 + (π_θ(y|x)/π_ref(y|x))^β) over ``train`` (NPO on (prompt, refusal) pairs:
       pushes the refusal down relative to the reference without any target answer) [+ retain_weight · CE on
       ``retain_set``].
-    With ``resume`` the latest checkpoint in ``out/checkpoints`` is continued exactly.
+    With ``resume`` the latest checkpoint in ``out/checkpoints`` is continued exactly; a checkpoint of a run with
+    other settings or data (see :func:`run_fingerprint`) is an error. Without it, old checkpoints are removed.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -287,13 +332,16 @@ def fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
     step, curve = 0, []
+    fingerprint = run_fingerprint(model, solution, cfg, train, kl_set=kl_set, retain_set=retain_set, meta=meta)
     ckpt = _latest_checkpoint(out) if resume else None
+    state, world, rank, allsum = _dist()
+    if not resume and (out / "checkpoints").is_dir() and rank == 0:
+        shutil.rmtree(out / "checkpoints")  # starting over: another run's checkpoints must not be resumed later
     if ckpt is not None:
-        step, curve = _load_checkpoint(ckpt, solution, opt, sched)
+        step, curve = _load_checkpoint(ckpt, solution, opt, sched, fingerprint)
     pad = model.tokenizer.pad_token_id
     dev = model.device
     V = model.hf.get_output_embeddings().weight.shape[0]
-    state, world, rank, allsum = _dist()
     if world > 1 and cfg.batch_size < world:
         raise InputError(f"batch_size {cfg.batch_size} is smaller than the {world} processes it is split across")
     main = rank == 0
@@ -376,7 +424,7 @@ def fit(
             bar.update(1)
             if cfg.save_every and step % cfg.save_every == 0 and step < steps:
                 if main:
-                    _save_checkpoint(out, step, solution, opt, sched, curve)
+                    _save_checkpoint(out, step, solution, opt, sched, curve, fingerprint)
                 if state is not None:
                     state.wait_for_everyone()
             if cfg.stop_at_step is not None and step >= cfg.stop_at_step and step < steps:
