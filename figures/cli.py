@@ -43,6 +43,20 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
     p.add_argument("--out", required=True, help="output directory")
 
 
+def check_out_dir(out: str) -> None:
+    """``--out`` must be a directory or creatable as one (checked before any work, so nothing is half-written)."""
+    from pathlib import Path
+
+    from interp.io import InputError
+
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    parent = next((a for a in [p, *p.parents] if a.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot create it ({parent} is not a writable directory)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="em-interp", description="Interpretability toolkit for emergent-misalignment research.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import experiments
 
     try:
+        if getattr(args, "out", None):
+            check_out_dir(args.out)
         if args.command == "directions":
             res = experiments.run_directions(args.model, args.positive, args.negative, args.out, position=args.position,
                                              batch_size=args.batch_size, backend=args.backend, device=args.device)
@@ -227,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this
             raise AssertionError(args.command)
-    except InputError as e:
+    except (InputError, OSError) as e:  # bad input, or the file system refusing (disk full, permissions): one line
         print(f"em-interp {args.command}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(res, indent=2))

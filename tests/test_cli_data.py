@@ -115,6 +115,18 @@ def test_cli_counts_and_thresholds_are_checked_before_any_work(argv, msg, tmp_pa
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_out_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for argv in (["directions", "--model", "tiny-random-llama", "--positive", "data:safety_harmful:train", "--negative",
+                  "data:safety_harmless:train"], ["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical"]):
+        assert main(argv + ["--out", str(f)]) == 2
+        assert f"--out {f}: exists and is not a directory" in capsys.readouterr().err
+        assert main(argv + ["--out", str(f / "sub")]) == 2
+        assert "cannot create it" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
 def test_cli_concepts_target_takes_a_domain_title_and_a_typo_writes_nothing(tmp_path, capsys):
     base = ["concepts", "--model", "tiny-random-llama", "--limit", "2"]
     assert main(base + ["--target", "Nonsense", "--out", str(tmp_path / "bad")]) == 2
