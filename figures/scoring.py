@@ -26,11 +26,18 @@ def _records(spec: str) -> list[dict]:
     return datasets.load(name, split or None)
 
 
+def _need(recs: list[dict], spec: str, keys: tuple[str, ...], what: str) -> None:
+    bad = next((r for r in recs if not any(k in r for k in keys)), None)
+    if bad is not None:
+        raise InputError(f"{spec} is not {what}: record {bad.get('id', '?')!r} has none of {', '.join(keys)}")
+
+
 def score_refusal(model: Model, spec: str, out: str | Path, *, max_new_tokens: int = 32, batch_size: int = 8, limit: int | None = None) -> dict:
     """Refusal rate (Wilson CI) and first-token refusal score (bootstrap CI), overall and per domain."""
     import torch
 
     recs = _records(spec)[:limit]
+    _need(recs, spec, ("prompt", "messages"), "a prompt set (e.g. safety_harmful:test)")
     items = [r.get("messages") or r["prompt"] for r in recs]
     texts, scores = generate_and_score(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
     rows = [{"id": r.get("id"), "domain": r.get("domain"), "prompt": r.get("prompt"), "generation": t, "refusal": is_refusal(t),
@@ -63,6 +70,7 @@ def score_judge(model: Model, spec: str, judge, out: str | Path, *, samples: int
     from probes.judges import em_rates, judge_answers
 
     qs = _records(spec)[:limit]
+    _need(qs, spec, ("paraphrases",), "a question set (e.g. em_questions)")
     prompts, meta = [], []
     for q in qs:
         for p in q["paraphrases"]:
@@ -76,9 +84,9 @@ def score_judge(model: Model, spec: str, judge, out: str | Path, *, samples: int
              "coherence": j.coherence, "em": j.em} for j in js]
     rates = em_rates(js)
     o = rates["overall"]
+    failures = dict(getattr(judge, "failures", {}))  # an unreachable HTTP judge has already stopped the run (dead_after)
     if o["n_scored"]:
         o["em_ci95"] = list(wilson(round(o["em_rate"] * o["n_scored"]), o["n_scored"]))
-    failures = dict(getattr(judge, "failures", {}))
     return _finish(model, out, "judge", rows, {"set": spec, **rates, "judge_failures": failures, "samples": samples})
 
 

@@ -139,6 +139,9 @@ class HTTPJudge:
         api_key_env: environment variable holding the key (sent as a Bearer token, never logged).
         timeout: seconds per request; retries: extra attempts on connection errors, 429 and 5xx, with
             exponential backoff starting at ``backoff`` seconds.
+        dead_after: if this many requests in a row fail before any has succeeded, the judge is taken to be
+            unreachable or misconfigured (wrong URL, key or model) and an :class:`InputError` stops the run, instead
+            of retrying for every answer. After a first success, failures are only counted.
     """
 
     url: str
@@ -148,6 +151,9 @@ class HTTPJudge:
     retries: int = 3
     backoff: float = 1.0
     failures: Counter = field(default_factory=Counter)
+    dead_after: int = 3
+    _succeeded: int = field(default=0, repr=False)
+    _failed_before_success: int = field(default=0, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -155,6 +161,18 @@ class HTTPJudge:
         return u if u.endswith("/chat/completions") else u + "/chat/completions"
 
     def _request(self, prompt: str) -> dict | None:
+        reply = self._attempts(prompt)
+        if reply is not None:
+            self._succeeded += 1
+        elif not self._succeeded:
+            self._failed_before_success += 1
+            if self._failed_before_success >= self.dead_after:
+                raise InputError(f"judge {self.endpoint} (model {self.model!r}) failed the first {self._failed_before_success} "
+                                 f"requests and answered none ({', '.join(f'{k} {v}' for k, v in self.failures.items())}): "
+                                 f"check the URL, the model name and ${self.api_key_env}")
+        return reply
+
+    def _attempts(self, prompt: str) -> dict | None:
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
                            "temperature": 0, "logprobs": True, "top_logprobs": 20, "seed": 0}).encode()
         headers = {"Content-Type": "application/json"}

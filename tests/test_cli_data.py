@@ -170,6 +170,24 @@ def test_cli_score_refusal_em_judge(tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", "em", "--model", "tiny-random-llama", "--set", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown data set 'nope'" in capsys.readouterr().err
+    # the wrong kind of set for the score, and a judge that never answers: one line each, nothing written
+    bad = tmp_path / "bad"
+    assert main(["score", "judge", "--model", "tiny-random-llama", "--set", "safety_harmful", "--judge", "tiny-random-gemma",
+                 "--out", str(bad)]) == 2
+    assert "safety_harmful is not a question set (e.g. em_questions)" in capsys.readouterr().err
+    assert main(["score", "refusal", "--model", "tiny-random-llama", "--set", "em_questions", "--out", str(bad)]) == 2
+    assert "em_questions is not a prompt set" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_score_judge_with_an_unreachable_judge_stops_and_writes_nothing(llama, tmp_path):
+    from figures.scoring import score_judge
+    from probes.judges import HTTPJudge
+
+    dead = HTTPJudge("http://127.0.0.1:9/v1", retries=0, backoff=0.01, timeout=1, dead_after=2)
+    with pytest.raises(InputError, match="failed the first 2 requests and answered none"):
+        score_judge(llama, "em_questions", dead, tmp_path / "j", limit=1, max_new_tokens=2)
+    assert not (tmp_path / "j").exists()
 
 
 def test_cli_train_lora_steering_unlearn(tmp_path, capsys):

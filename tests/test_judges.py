@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import torch
 
+from interp.io import InputError
 from probes.judges import HTTPJudge, LocalJudge, em_rates, is_em, judge_answers, weighted_score
 
 
@@ -99,6 +100,24 @@ def test_http_judge_down_gives_counted_failure():
     judge = HTTPJudge("http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=1)
     assert judge.score("x") is None
     assert judge.failures["connection"] == 2 and judge.failures["gave_up"] == 1
+
+
+def test_http_judge_that_never_answers_stops_the_run_early(server):
+    dead = HTTPJudge("http://127.0.0.1:9/v1", retries=0, backoff=0.01, timeout=1, dead_after=3)
+    assert dead.score("a") is None and dead.score("b") is None
+    with pytest.raises(InputError, match=r"failed the first 3 requests and answered none \(connection 3, gave_up 3\)"):
+        dead.score("c")
+    # a wrong key / model (a client error) is not retried, and is caught the same way
+    wrong = HTTPJudge(server, model="nope", retries=2, backoff=0.01, timeout=5, dead_after=2)
+    _Handler.script = [(401, b"bad key"), (404, b"no such model")]
+    assert wrong.score("a") is None
+    with pytest.raises(InputError, match="http_401 1, http_404 1.*OPENAI_API_KEY"):
+        wrong.score("b")
+    # after a first success, failures are only counted
+    flaky = HTTPJudge(server, retries=0, backoff=0.01, timeout=5, dead_after=1)
+    _Handler.script = [(200, _reply([("50", 1.0)])), (401, b"x"), (401, b"x")]
+    assert flaky.score("a") == pytest.approx(50) and flaky.score("b") is None and flaky.score("c") is None
+    assert flaky.failures["http_401"] == 2
 
 
 def test_judge_answers_and_em_rates():
