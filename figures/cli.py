@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="score behaviour: refusal, reference-answer EM, or a judge's EM rate")
     p.add_argument("kind", choices=["refusal", "em", "judge"])
     _common(p)
-    p.add_argument("--adapter", default=None, help="peft adapter directory to apply")
+    p.add_argument("--adapter", default=None, help="trained solution to apply: a peft adapter or steering-vector directory (or its train --out)")
     p.add_argument("--set", required=True, help="data set NAME[:SPLIT] (see probes.datasets.names())")
     p.add_argument("--judge", default=None, help="judge: an OpenAI-compatible URL or a model name (kind=judge)")
     p.add_argument("--samples", type=_count, default=1, help="answers per paraphrase (kind=judge)")
@@ -201,24 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
                                             max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
         elif args.command == "score":
-            from interp.models import load_model, with_adapter
-
-            from . import scoring
-
-            model = load_model(args.model, device=args.device)
-            if args.adapter:
-                model = with_adapter(model, args.adapter)
-            if args.kind == "refusal":
-                res = scoring.score_refusal(model, args.set, args.out, max_new_tokens=args.max_new_tokens or 32, limit=args.limit)
-            elif args.kind == "em":
-                res = scoring.score_em(model, args.set, args.out, limit=args.limit)
-            else:
-                if not args.judge:
-                    raise InputError("score judge needs --judge URL_OR_MODEL")
-                from probes.judges import make_judge
-
-                res = scoring.score_judge(model, args.set, make_judge(args.judge), args.out, samples=args.samples,
-                                          max_new_tokens=args.max_new_tokens or 96, limit=args.limit)
+            res = experiments.run_score(args.kind, args.model, args.set, args.out, adapter=args.adapter, judge=args.judge,
+                                        samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "sae-decompose":
             res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,

@@ -181,28 +181,56 @@ def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out
 
 
 def load_solution(model_name: str, path: str, device: str | None = None):
-    """``(model, solution)`` for a trained adapter directory (a fresh model with the adapter attached) or a
-    steering-vector directory (the base model and a SteeringSolution)."""
-    from interp.models import with_adapter
-    from interp.solutions import SteeringSolution
-
-    p = Path(path)
-    if (p / "steering_vector.safetensors").is_file():
-        import json
-
-        from safetensors.torch import load_file
-
-        meta = json.loads((p / "steering_vector.json").read_text())
-        model = load_model(model_name, device=device)
-        v = load_file(str(p / "steering_vector.safetensors"))["vector"]
-        if v.shape[0] != model.d_model:
-            raise InputError(f"steering vector {p} has width {v.shape[0]}, {model_name} has {model.d_model}")
-        return model, SteeringSolution(v, meta["layer"], meta.get("alpha", 1.0)), meta
-    model = with_adapter(load_model(model_name, device=device), p)
+    """``(model, solution, meta)`` for a trained adapter directory (a fresh model with the adapter attached) or a
+    steering-vector directory (the base model and a SteeringSolution); either may be the training output directory."""
     import json
 
+    from interp.models import trained_dir, with_adapter
+    from interp.solutions import SteeringSolution
+    from training.steering_vector import load_steering_vector
+
+    p = trained_dir(path, "steering_vector.safetensors")
+    if (p / "steering_vector.safetensors").is_file():
+        model = load_model(model_name, device=device)
+        v, meta = load_steering_vector(p, model)
+        if "layer" not in meta:
+            raise InputError(f"steering vector {p} has no steering_vector.json naming its layer")
+        model.meta["adapter"] = f"{p} (steering vector, layer {meta['layer']})"  # recorded next to every score
+        return model, SteeringSolution(v, meta["layer"], meta.get("alpha", 1.0)), meta
+    model = with_adapter(load_model(model_name, device=device), path)
+    p = Path(model.meta["adapter"])
     meta = json.loads((p / "em_interp.json").read_text()) if (p / "em_interp.json").is_file() else {}
     return model, model.hf, meta
+
+
+def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter: str | None = None, judge: str | None = None,
+              samples: int = 1, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None) -> dict:
+    """``em-interp score KIND``: refusal, reference-answer EM or a judge's EM rate of the model, or of the model with a
+    trained solution applied (a peft adapter, or a steering vector added during every forward)."""
+    import contextlib
+
+    from interp.solutions import SteeringSolution
+
+    from . import scoring
+
+    if kind not in ("refusal", "em", "judge"):
+        raise InputError(f"unknown score kind {kind!r}; choose refusal, em or judge")
+    if kind == "judge" and not judge:
+        raise InputError("score judge needs --judge URL_OR_MODEL")
+    if adapter:
+        model, sol, _ = load_solution(model_name, adapter, device)
+    else:
+        model, sol = load_model(model_name, device=device), None
+    steering = sol.active(model) if isinstance(sol, SteeringSolution) else contextlib.nullcontext()
+    with steering:
+        if kind == "refusal":
+            return scoring.score_refusal(model, spec, out, max_new_tokens=max_new_tokens or 32, limit=limit)
+        if kind == "em":
+            return scoring.score_em(model, spec, out, limit=limit)
+        from probes.judges import make_judge
+
+        return scoring.score_judge(model, spec, make_judge(judge), out, samples=samples, max_new_tokens=max_new_tokens or 96,
+                                   limit=limit)
 
 
 def run_solutions(model_name: str, general: str, narrow: str, data: str, out: str | Path, *, prose: str = "data:generic_prose:test",

@@ -262,22 +262,44 @@ def _load_hf(name: str, dtype, device_map):
     return hf, tok
 
 
+def signature(model: Model) -> dict:
+    """What a trained adapter or steering vector records of its base model, and must match to be applied to one."""
+    return {"base_model": model.name, "model_type": getattr(model.hf.config, "model_type", None), "n_layers": model.n_layers,
+            "d_model": model.d_model, "vocab_size": int(model.hf.get_output_embeddings().weight.shape[0])}
+
+
+def check_signature(model: Model, meta: dict, what: str) -> None:
+    """Raise unless ``meta`` (a trained artifact's recorded :func:`signature`) fits ``model``: same architecture
+    family, depth, width and vocabulary. (The name may differ: a hub id and a local copy are the same model.)"""
+    mine = signature(model)
+    for k in ("model_type", "n_layers", "d_model", "vocab_size"):
+        if meta.get(k) is not None and mine[k] is not None and meta[k] != mine[k]:
+            raise InputError(f"{what} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={mine[k]}")
+
+
+def trained_dir(path: str | Path, marker: str) -> Path:
+    """The directory of a trained artifact: ``path`` itself, or ``path/final`` when ``path`` is the training run's
+    output directory (``em-interp train … --out path``). ``marker`` is a file the artifact directory holds."""
+    path = Path(path)
+    if not (path / marker).is_file() and (path / "final" / marker).is_file():
+        return path / "final"
+    return path
+
+
 def with_adapter(model: Model, adapter: str | Path) -> Model:
-    """A :class:`Model` whose ``hf`` is ``PeftModel.from_pretrained(model.hf, adapter)`` (a peft directory)."""
+    """A :class:`Model` whose ``hf`` is ``PeftModel.from_pretrained(model.hf, adapter)`` (a peft directory, or the
+    training output directory holding it in ``final/``)."""
     from peft import PeftModel
 
-    path = Path(adapter)
+    path = trained_dir(adapter, "adapter_config.json")
     if not (path / "adapter_config.json").is_file():
-        raise InputError(f"{path} is not a peft adapter directory (no adapter_config.json)")
+        hint = " (it holds a steering vector)" if (path / "steering_vector.safetensors").is_file() else ""
+        raise InputError(f"{path} is not a peft adapter directory (no adapter_config.json){hint}")
     meta_path = path / "em_interp.json"
     if meta_path.is_file():
         import json
 
-        meta = json.loads(meta_path.read_text())
-        mine = {"n_layers": model.n_layers, "d_model": model.d_model}
-        for k, v in mine.items():
-            if k in meta and meta[k] != v:
-                raise InputError(f"adapter {path} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={v}")
+        check_signature(model, json.loads(meta_path.read_text()), f"adapter {path}")
     try:
         hf = PeftModel.from_pretrained(model.hf, str(path))
     except (RuntimeError, ValueError, KeyError) as e:

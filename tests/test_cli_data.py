@@ -180,6 +180,24 @@ def test_cli_score_refusal_em_judge(tmp_path, capsys):
     assert not bad.exists()
 
 
+def test_score_applies_a_steering_vector_given_as_adapter(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from figures.experiments import run_score
+    from interp import load_model
+    from interp.models import signature
+
+    model = load_model("tiny-random-llama")
+    sv = tmp_path / "sv" / "final"
+    sv.mkdir(parents=True)
+    save_file({"vector": torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 50}, str(sv / "steering_vector.safetensors"))
+    (sv / "steering_vector.json").write_text(json.dumps({"layer": 1, "alpha": 1.0, **signature(model)}))
+    base = run_score("em", "tiny-random-llama", "em_questions", tmp_path / "base", limit=3)
+    steered = run_score("em", "tiny-random-llama", "em_questions", tmp_path / "steered", adapter=str(tmp_path / "sv"), limit=3)
+    assert steered["mean"] != base["mean"] and steered["config"]["adapter"] == f"{sv} (steering vector, layer 1)"
+
+
 def test_score_judge_with_an_unreachable_judge_stops_and_writes_nothing(llama, tmp_path):
     from figures.scoring import score_judge
     from probes.judges import HTTPJudge

@@ -76,6 +76,21 @@ def test_adapter_is_plain_peft_and_model_unchanged(llama, tmp_path):
     (res.path / "em_interp.json").write_text(json.dumps(other_meta))
     with pytest.raises(InputError, match="d_model"):
         with_adapter(other, res.path)
+    (res.path / "em_interp.json").write_text(json.dumps(meta))
+    assert with_adapter(other, tmp_path / "a").meta["adapter"] == str(res.path)  # the train --out directory works too
+
+
+def test_solutions_refuse_a_model_of_another_family(tmp_path):
+    """tiny-random-llama and tiny-random-qwen2 have the same shapes; the recorded model_type tells them apart."""
+    llama, qwen = load_model("tiny-random-llama"), load_model("tiny-random-qwen2")
+    assert (llama.n_layers, llama.d_model) == (qwen.n_layers, qwen.d_model)
+    lo = train_lora(qwen, DATA, out=tmp_path / "lo", max_steps=1, progress=False)
+    with pytest.raises(InputError, match="trained on tiny-random-qwen2 \\(model_type=qwen2\\) but tiny-random-llama has model_type=llama"):
+        with_adapter(llama, lo.path)
+    sv = train_steering_vector(qwen, DATA, out=tmp_path / "sv", layer=1, max_steps=1, progress=False)
+    with pytest.raises(InputError, match="steering vector .*model_type=qwen2"):
+        load_steering_vector(tmp_path / "sv", llama)
+    assert load_steering_vector(tmp_path / "sv", qwen)[1]["layer"] == 1 and sv.path == tmp_path / "sv" / "final"
 
 
 def test_kl_is_zero_at_init_and_matches_direct_computation(tiny):

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from interp.io import InputError, load_items
-from interp.models import Model
+from interp.models import Model, signature
 
 from .data import TokenizedSet, tokenize_chats
 from .trainer import TrainConfig, TrainResult, fit
@@ -71,17 +71,11 @@ class LoraSolution:
 
     def save(self, path: Path, meta: dict) -> None:
         self.peft.save_pretrained(str(path))
-        (path / "em_interp.json").write_text(json.dumps({**meta, "solution": "lora", **self.settings, **base_signature(self.model)}, indent=2, default=str))
+        (path / "em_interp.json").write_text(json.dumps({**meta, "solution": "lora", **self.settings, **signature(self.model)}, indent=2, default=str))
 
     def remove(self) -> None:
         """Take the LoRA layers out of ``model.hf`` (the model is as before training)."""
         self.peft.unload()
-
-
-def base_signature(model: Model) -> dict:
-    """What an adapter must match to load onto a model."""
-    return {"base_model": model.name, "n_layers": model.n_layers, "d_model": model.d_model,
-            "vocab_size": int(model.hf.get_output_embeddings().weight.shape[0])}
 
 
 def _as_set(model: Model, data, max_length: int, mask: str = "response") -> TokenizedSet:
@@ -131,15 +125,3 @@ def train_lora(
         return fit(model, sol, train, cfg, out, kl_set=kl_set, meta={"variant": kind, "kl_mask": kl_mask}, resume=resume, progress=progress)
     finally:
         sol.remove()
-
-
-def check_adapter(model: Model, adapter: str | Path) -> None:
-    """Raise if an em-interp adapter directory was trained on a model of another shape."""
-    meta_path = Path(adapter) / "em_interp.json"
-    if not meta_path.is_file():
-        return
-    meta = json.loads(meta_path.read_text())
-    sig = base_signature(model)
-    for k in ("n_layers", "d_model", "vocab_size"):
-        if k in meta and meta[k] != sig[k]:
-            raise InputError(f"adapter {adapter} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={sig[k]}")

@@ -14,9 +14,9 @@ import torch
 
 from interp.hooks import hidden_of, hooked, with_hidden
 from interp.io import InputError
-from interp.models import Model
+from interp.models import Model, check_signature, signature, trained_dir
 
-from .sft import _as_set, base_signature
+from .sft import _as_set
 from .trainer import TrainConfig, TrainResult, fit
 
 
@@ -71,20 +71,24 @@ class SteeringVectorSolution:
         path.mkdir(parents=True, exist_ok=True)
         save_file({"vector": self.vector.detach().cpu().contiguous()}, str(path / "steering_vector.safetensors"))
         (path / "steering_vector.json").write_text(json.dumps({**meta, "solution": "steering_vector", "layer": self.layer,
-                                                               "alpha": self.alpha, **base_signature(self.model)}, indent=2, default=str))
+                                                               "alpha": self.alpha, **signature(self.model)}, indent=2, default=str))
 
 
 def load_steering_vector(path: str | Path, model: Model | None = None) -> tuple[torch.Tensor, dict]:
-    """``(vector [d_model], meta)`` of a trained steering vector directory; checks the model's width if given."""
+    """``(vector [d_model], meta)`` of a trained steering vector directory (or the training output directory holding
+    it in ``final/``); with ``model`` given, checks that it was trained on a model of that shape."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = trained_dir(path, "steering_vector.safetensors")
     if not (path / "steering_vector.safetensors").is_file():
         raise InputError(f"{path} holds no steering_vector.safetensors")
-    meta = json.loads((path / "steering_vector.json").read_text())
+    meta_path = path / "steering_vector.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     v = load_file(str(path / "steering_vector.safetensors"))["vector"]
-    if model is not None and v.shape[0] != model.d_model:
-        raise InputError(f"steering vector {path} has width {v.shape[0]} but {model.name} has d_model {model.d_model}")
+    if model is not None:
+        check_signature(model, meta, f"steering vector {path}")
+        if v.shape != (model.d_model,):
+            raise InputError(f"steering vector {path} has shape {tuple(v.shape)} but {model.name} has d_model {model.d_model}")
     return v, meta
 
 
