@@ -45,7 +45,8 @@ def bootstrap_ci(x: torch.Tensor, *, n_boot: int = 2000, seed: int = 0) -> tuple
 
 
 def em_score(model: Model, questions: list[dict], *, batch_size: int = 16, paraphrase: int = 0) -> EMScore:
-    """Score question records with ``paraphrases``, ``aligned`` and ``misaligned`` (e.g. ``datasets.load("em_questions")``)."""
+    """Score question records with ``paraphrases``, ``aligned`` and ``misaligned`` (e.g. ``datasets.load("em_questions")``),
+    asking each question's ``paraphrase``-th phrasing (its last, where it has fewer)."""
     qs = [q for q in questions if q.get("aligned") and q.get("misaligned")]
     if not qs:
         raise InputError("no question has both an 'aligned' and a 'misaligned' reference answer")

@@ -31,6 +31,10 @@ class ProbeResult:
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, l2: float = 1e-2, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-regularised multinomial logistic regression by L-BFGS. ``x``: ``[n, d]``, ``y``: ``[n]`` → (W ``[d, k]``, b ``[k]``)."""
+    if x.dim() != 2 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+        raise InputError(f"fit_logistic needs x [n, d] and y [n]; got x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if len(y) and not (0 <= int(y.min()) and int(y.max()) < n_classes):
+        raise InputError(f"labels must lie in 0…{n_classes - 1}; got {int(y.min())}…{int(y.max())}")
     x = x.double()
     W = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)

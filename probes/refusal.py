@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from interp.generation import generate
+from interp.io import InputError
 from interp.logits import last_logprobs, token_set_logodds
 from interp.models import Item, Model
 
@@ -39,9 +40,23 @@ def refusal_tokens(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def _tokens(model: Model, tokens: Sequence[int] | None) -> list[int]:
+    """The refusal token set R: the tokenizer's refusal openers by default, else ``tokens`` checked against the vocabulary."""
+    if tokens is None:
+        return refusal_tokens(model.tokenizer)
+    vocab = int(model.hf.get_output_embeddings().weight.shape[0])
+    tokens = [int(t) for t in tokens]
+    if not tokens:
+        raise InputError("refusal tokens is empty: the score needs at least one token id")
+    bad = [t for t in tokens if not 0 <= t < vocab]
+    if bad:
+        raise InputError(f"refusal token id(s) {bad[:5]} outside {model.name}'s vocabulary (0…{vocab - 1})")
+    return tokens
+
+
 def refusal_score(model: Model, items: Sequence[Item], *, batch_size: int = 16, tokens: Sequence[int] | None = None) -> torch.Tensor:
     """First-token refusal score log P(R) − log(1 − P(R)) at the last prompt position → ``[n_items]`` float64."""
-    tokens = refusal_tokens(model.tokenizer) if tokens is None else tokens
+    tokens = _tokens(model, tokens)
     return token_set_logodds(last_logprobs(model, items, batch_size=batch_size), tokens)
 
 
@@ -49,13 +64,15 @@ def generate_and_score(model: Model, items: Sequence[Item], *, max_new_tokens: i
                        tokens: Sequence[int] | None = None) -> tuple[list[str], torch.Tensor]:
     """Greedy generations and the first-token refusal score ``[n_items]`` (float64) in one pass: the score is read
     from ``generate``'s prefill logits, so the prompts are not run a second time."""
-    tokens = refusal_tokens(model.tokenizer) if tokens is None else tokens
+    tokens = _tokens(model, tokens)
     texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True)
     return texts, token_set_logodds(first, tokens)
 
 
 def is_refusal(text: str) -> bool:
     """Whether a generation contains a refusal substring (sympathetic openers excluded)."""
+    if not isinstance(text, str):
+        raise InputError(f"is_refusal needs the generated text as a string, got {type(text).__name__}")
     t = text.lower().replace("’", "'")
     for s in NOT_REFUSALS:
         t = t.replace(s, "")

@@ -3,7 +3,7 @@ import torch
 
 from figures.plots import probe_accuracy
 from interp import InputError, collect_activations
-from probes.linear import probe_layers
+from probes.linear import fit_logistic, probe_layers
 
 
 def test_probe_separates_planted_signal_and_not_noise():
@@ -27,3 +27,10 @@ def test_probe_on_tiny_model_activations_and_plot(llama, tmp_path):
         probe_layers(acts, ["a"] * 12)
     with pytest.raises(InputError, match="labels"):
         probe_layers(acts, ["a", "b"])
+
+
+def test_fit_logistic_checks_shapes_and_labels():
+    with pytest.raises(InputError, match=r"x \[n, d\] and y \[n\]; got x \(4, 3\), y \(2,\)"):
+        fit_logistic(torch.randn(4, 3), torch.tensor([0, 1]), 2)
+    with pytest.raises(InputError, match="labels must lie in 0…1; got 0…3"):
+        fit_logistic(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), 2)

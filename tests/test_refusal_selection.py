@@ -45,6 +45,12 @@ def test_refusal_tokens_and_substrings(llama):
     assert not is_refusal("Sure! Step 1: preheat the oven.")
     s = refusal_score(llama, PROMPTS)
     assert s.shape == (5,) and s.dtype == torch.float64 and torch.isfinite(s).all()
+    with pytest.raises(InputError, match="refusal tokens is empty"):
+        refusal_score(llama, PROMPTS, tokens=[])
+    with pytest.raises(InputError, match=r"outside tiny-random-llama's vocabulary \(0…258\)"):
+        refusal_score(llama, PROMPTS, tokens=[toks[0], 10**7])
+    with pytest.raises(InputError, match="got NoneType"):
+        is_refusal(None)
 
 
 def test_selection_sweep_table_filters_and_best(llama, tmp_path):
