@@ -10,19 +10,22 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _count(text: str) -> int:
-    """argparse type of a count (``--limit``, ``--batch-size``, …): an integer ≥ 1 (0 would silently mean "all")."""
-    v = int(text) if text.strip().lstrip("-").isdigit() else 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1, got {text}")
-    return v
+def _int_at_least(low: int):
+    """argparse type of an integer ≥ ``low`` (for counts such as ``--limit``, 0 would silently mean "all")."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {low}, got {text}")
+        return v
+
+    return parse
 
 
-def _count0(text: str) -> int:
-    v = int(text) if text.strip().lstrip("-").isdigit() else -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text}")
-    return v
+_count, _count0 = _int_at_least(1), _int_at_least(0)
 
 
 def _positive(text: str) -> float:
