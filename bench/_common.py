@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -66,10 +65,10 @@ def peak_rss_kb() -> int:
 
 
 def machine(device: str | None = None) -> dict:
+    """CPU count, torch threads, device and GPU (the platform and versions are in ``interp.io.versions()``)."""
     import torch
 
-    out = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine()}
+    out = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if device is not None:
         out["device"] = device
     if torch.cuda.is_available():
