@@ -21,15 +21,17 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ContextManager, Protocol
 
 import torch
 
-from interp.io import InputError, atomic_path, versions, write_json
+from interp.io import InputError, atomic_path, json_text, load_safetensors, read_json, versions, write_json
 from interp.models import Model
 
 from .data import TokenizedSet, collate
@@ -80,6 +82,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Reject settings that would silently train nothing, or the wrong objective (e.g. λ < 0 maximises the KL)."""
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise InputError(f"TrainConfig.seed must be an integer in 0 … 2**63 − 1 (what torch's generators take), got {self.seed!r}")
         positive = {"lr": self.lr, "npo_beta": self.npo_beta}
         at_least_one = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                         "kl_batch_size": self.kl_batch_size, "log_every": self.log_every}
@@ -116,16 +120,19 @@ class TrainResult:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """Plain containers and tensors only, so ``torch.load(weights_only=True)`` reads it back."""
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    g = torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)  # the same as before for every seed < 1.8e14
     return torch.randperm(n, generator=g).tolist()
 
 
@@ -253,9 +260,26 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+_CHECKPOINT = re.compile(r"^step-(\d+)$")
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """``out/checkpoints/step-N`` folders, oldest first; anything else there (``step-final-backup/``, a file, a
+    temporary folder) is not a checkpoint and is ignored."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest ``out/checkpoints/step-N`` folder (what a resumed run continues, if intact), or ``None``."""
+    ckpts = _checkpoints(Path(out))
     return ckpts[-1] if ckpts else None
+
+
+_latest_checkpoint = latest_checkpoint
 
 
 def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve: list, fingerprint: dict) -> None:
@@ -264,30 +288,75 @@ def _save_checkpoint(out: Path, step: int, solution: Solution, opt, sched, curve
         tmp.mkdir()
         from safetensors.torch import save_file
 
-        (tmp / "run.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+        (tmp / "run.json").write_text(json_text(fingerprint) + "\n")
         save_file({k: v.detach().contiguous() for k, v in solution.state_dict().items()}, str(tmp / "solution.safetensors"))
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
                     "curve": curve}, tmp / "trainer_state.pt")
-    for old in sorted((out / "checkpoints").glob("step-*"))[:-2]:  # keep the last two
+    for old in _checkpoints(out)[:-2]:  # keep the last two
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(path: Path, solution: Solution, opt, sched, fingerprint: dict) -> tuple[int, list]:
-    from safetensors.torch import load_file
+def _read_checkpoint(path: Path, fingerprint: dict) -> tuple[dict, dict]:
+    """``(solution state, trainer state)`` of one checkpoint, read and checked before anything is applied.
 
+    ``trainer_state.pt`` is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+    crafted file cannot run code (it is refused as corrupt). A checkpoint of a different run raises
+    :class:`InputError`; an unreadable one raises :class:`_Corrupt`."""
     run = path / "run.json"
     if run.is_file():
-        diff = _differences(json.loads(run.read_text()), fingerprint)
+        try:
+            recorded = read_json(run, "checkpoint run record")
+        except InputError as e:
+            raise _Corrupt(str(e)) from None
+        diff = _differences(recorded, fingerprint) if isinstance(recorded, dict) else ["run.json: not a JSON object"]
         if diff:
             raise InputError(f"{path.parent.parent} holds checkpoints of a different run ({'; '.join(diff[:6])}"
                              f"{'; …' if len(diff) > 6 else ''}); choose another output directory, or start over there "
                              f"(resume=False; CLI --no-resume)")
-    solution.load_state_dict(load_file(str(path / "solution.safetensors")))
-    st = torch.load(path / "trainer_state.pt", weights_only=False)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    _set_rng_state(st["rng"])
-    return st["step"], st["curve"]
+    try:
+        sol, _ = load_safetensors(path / "solution.safetensors", "checkpoint solution")
+    except InputError as e:
+        raise _Corrupt(str(e)) from None
+    try:
+        st = torch.load(path / "trainer_state.pt", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or holding objects beyond tensors and plain containers
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise _Corrupt(f"{path / 'trainer_state.pt'}: refused or unreadable ({type(e).__name__}: {first})") from None
+    if not isinstance(st, dict) or not {"optimizer", "scheduler", "rng", "step", "curve"} <= set(st):
+        raise _Corrupt(f"{path / 'trainer_state.pt'}: not a trainer state")
+    return sol, st
+
+
+class _Corrupt(InputError):
+    """A checkpoint that cannot be read (truncated, corrupt, or refused)."""
+
+
+def _load_checkpoint(out: Path, solution: Solution, opt, sched, fingerprint: dict) -> tuple[int, list]:
+    """Continue the newest intact checkpoint in ``out/checkpoints``; a corrupt newer one is skipped with a warning
+    naming it. ``(0, [])`` when there is none; an error when there are some but none is intact."""
+    ckpts = _checkpoints(out)
+    problems = []
+    for path in reversed(ckpts):
+        try:
+            sol, st = _read_checkpoint(path, fingerprint)  # a different run's checkpoint raises InputError here
+        except _Corrupt as e:
+            problems.append(str(e))
+            continue
+        try:
+            solution.load_state_dict(sol)
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            _set_rng_state(st["rng"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:  # readable but does not fit this solution
+            problems.append(f"{path}: does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+            continue
+        if problems:
+            warnings.warn(f"resuming from {path}, the newest intact checkpoint; skipped: {'; '.join(problems)}", stacklevel=3)
+        return int(st["step"]), list(st["curve"])
+    if problems:
+        raise InputError(f"no intact checkpoint in {out / 'checkpoints'} ({'; '.join(problems)}); "
+                         f"start over with resume=False (CLI --no-resume)")
+    return 0, []
 
 
 def fit(
@@ -333,12 +402,11 @@ def fit(
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
     step, curve = 0, []
     fingerprint = run_fingerprint(model, solution, cfg, train, kl_set=kl_set, retain_set=retain_set, meta=meta)
-    ckpt = _latest_checkpoint(out) if resume else None
     state, world, rank, allsum = _dist()
     if not resume and (out / "checkpoints").is_dir() and rank == 0:
         shutil.rmtree(out / "checkpoints")  # starting over: another run's checkpoints must not be resumed later
-    if ckpt is not None:
-        step, curve = _load_checkpoint(ckpt, solution, opt, sched, fingerprint)
+    if resume:
+        step, curve = _load_checkpoint(out, solution, opt, sched, fingerprint)
     pad = model.tokenizer.pad_token_id
     dev = model.device
     V = model.hf.get_output_embeddings().weight.shape[0]
