@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Sequence
 import torch
 
 from .activations import Backend, Position, mean_activations
-from .io import InputError, atomic_path, versions
-from .models import Item, Model
+from .io import InputError, atomic_path, json_text, load_safetensors, read_json, restore_non_finite, versions
+from .models import Item, Model, check_signature, signature
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Directions:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vectors, torch.Tensor) or self.vectors.dim() not in (2, 3):
+            shape = tuple(self.vectors.shape) if isinstance(self.vectors, torch.Tensor) else type(self.vectors).__name__
+            raise InputError(f"directions must be [n_positions, n_layers, d_model] (or [n_layers, d_model]); got {shape}")
         if self.vectors.dim() == 2:
             self.vectors = self.vectors[None]
         if self.vectors.dim() != 3 or self.vectors.shape[1] != len(self.layers):
@@ -68,24 +72,32 @@ class Directions:
         return v / n
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (safetensors) and ``path.json`` (metadata) atomically; returns ``path``."""
+        """Write ``path`` (safetensors) and ``path.json`` (the metadata, for people and other tools); returns ``path``.
+
+        The metadata is also stored inside the safetensors header, and :meth:`load` reads it from there: one file,
+        renamed atomically, so a reader sees the old vectors with the old metadata or the new with the new, even
+        when a kill lands between the two renames. The sidecar records the safetensors file's SHA-256 (written
+        second: a stale sidecar is recognisable)."""
         from safetensors.torch import save_file
 
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path.with_suffix(".safetensors")
         meta = {**self.meta, "layers": self.layers, "shape": list(self.vectors.shape)}
-        with atomic_path(path) as tmp, atomic_path(path.with_suffix(".json")) as tmp_json:
-            save_file({"vectors": self.vectors.contiguous().float()}, str(tmp), metadata={"em_interp": "directions"})
-            tmp_json.write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_path(path) as tmp:
+            save_file({"vectors": self.vectors.contiguous().float()}, str(tmp),
+                      metadata={"em_interp": "directions", "meta": json_text(meta, indent=None)})
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        with atomic_path(path.with_suffix(".json")) as tmp_json:
+            tmp_json.write_text(json_text({**meta, "safetensors_sha256": digest}) + "\n")
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, model: Model | None = None) -> "Directions":
+    def load(cls, path: str | Path, *, model: Model | None = None, allow_mismatch: bool = False) -> "Directions":
         """Load directions from a file, or from the directory ``em-interp directions`` wrote (its
-        ``directions.safetensors``); with ``model`` given, check that its width and depth match."""
-        from safetensors.torch import load_file
-
+        ``directions.safetensors``). With ``model`` given, check that its width and depth match and that the
+        directions were extracted from it (the recorded :func:`~interp.models.signature`, name included);
+        ``allow_mismatch=True`` (CLI ``--allow-model-mismatch``) turns a signature mismatch into a loud warning."""
         path = Path(path)
         if path.is_dir():
             path = path / "directions.safetensors"
@@ -93,17 +105,39 @@ class Directions:
             path = path.with_suffix(".safetensors")
         if not path.is_file():
             raise InputError(f"{path}: no such directions file")
-        meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        vectors = load_file(str(path))["vectors"]
-        layers = list(meta.pop("layers", range(vectors.shape[1])))
+        tensors, header = load_safetensors(path, "directions file")
+        if "vectors" not in tensors:
+            raise InputError(f"{path}: not a directions file (it holds {', '.join(sorted(tensors)) or 'no tensors'}, "
+                             f"no 'vectors')")
+        if "meta" in header:  # written with the vectors, atomically: authoritative
+            try:
+                meta = restore_non_finite(json.loads(header["meta"]))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}: the metadata in its header is malformed JSON ({e.msg})") from None
+        else:  # older files: the sidecar alone
+            meta_path = path.with_suffix(".json")
+            meta = read_json(meta_path, "directions metadata") if meta_path.is_file() else {}
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: its metadata is a JSON {type(meta).__name__}, not an object")
+        meta.pop("safetensors_sha256", None)
+        vectors = tensors["vectors"]
+        layers = meta.pop("layers", None)
+        if layers is None:
+            layers = list(range(vectors.shape[-2])) if vectors.dim() >= 2 else []
+        if not isinstance(layers, list) or not all(isinstance(l, int) and not isinstance(l, bool) and l >= 0 for l in layers):
+            raise InputError(f"{path}: its metadata's 'layers' must be a list of layer indices ≥ 0, got {layers!r}")
         meta.pop("shape", None)
-        d = cls(vectors, layers, meta)
+        try:
+            d = cls(vectors, layers, meta)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
         if model is not None:
             if d.d_model != model.d_model:
                 raise InputError(f"{path}: directions have d_model {d.d_model} but {model.name} has {model.d_model}")
-            if max(layers) >= model.n_layers:
+            if layers and max(layers) >= model.n_layers:
                 raise InputError(f"{path}: directions reach layer {max(layers)} but {model.name} has {model.n_layers} layers")
+            check_signature(model, meta, f"directions {path}", name=True, allow_mismatch=allow_mismatch,
+                            verb="were extracted from")
         return d
 
 
@@ -133,6 +167,7 @@ def mean_diff(
     info = {
         "kind": "mean_diff",
         "model": model.name,
+        **signature(model),  # checked by Directions.load(model=…)
         "position": position,
         "n_positive": len(positive),
         "n_negative": len(negative),

@@ -63,6 +63,24 @@ class Model:
         return int(self.hf.config.get_text_config().hidden_size)
 
     @property
+    def context_length(self) -> int | None:
+        """The most tokens one sequence may hold (``max_position_embeddings``), or ``None`` when the config says not."""
+        n = getattr(self.hf.config.get_text_config(), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def check_context(self, lengths: Sequence[int], *, extra: int = 0, what: str = "prompt") -> None:
+        """Raise :class:`InputError` naming the first item whose ``length + extra`` tokens exceed the context
+        (``extra``: tokens still to be generated)."""
+        ctx = self.context_length
+        if ctx is None:
+            return
+        for i, n in enumerate(lengths):
+            if n + extra > ctx:
+                more = f" + {extra} new tokens = {n + extra}" if extra else ""
+                raise InputError(f"{what} {i} has {n} tokens{more}, more than the {ctx}-token context of {self.name}; "
+                                 f"shorten it{' or lower max_new_tokens' if extra else ''}")
+
+    @property
     def device(self) -> torch.device:
         return self.hf.get_input_embeddings().weight.device
 
@@ -268,13 +286,39 @@ def signature(model: Model) -> dict:
             "d_model": model.d_model, "vocab_size": int(model.hf.get_output_embeddings().weight.shape[0])}
 
 
-def check_signature(model: Model, meta: dict, what: str) -> None:
-    """Raise unless ``meta`` (a trained artifact's recorded :func:`signature`) fits ``model``: same architecture
-    family, depth, width and vocabulary. (The name may differ: a hub id and a local copy are the same model.)"""
+_SIGNATURE_KEYS = ("model_type", "n_layers", "d_model", "vocab_size")
+
+
+class ModelMismatchWarning(UserWarning):
+    """An artifact recorded for another model (or recording none) was applied anyway, on request."""
+
+
+def check_signature(model: Model, meta: dict, what: str, *, name: bool = False, allow_mismatch: bool = False,
+                    verb: str = "was trained on") -> None:
+    """Raise unless ``meta`` (an artifact's recorded :func:`signature`) fits ``model``: same architecture family,
+    depth, width and vocabulary (with ``name``, the same base model name too; without, the name may differ: a hub
+    id and a local copy are the same model). ``meta`` recording no signature at all is refused as well: nothing
+    says it fits. ``allow_mismatch=True`` (CLI ``--allow-model-mismatch``) turns both into a loud
+    :class:`ModelMismatchWarning`."""
+    import warnings
+
     mine = signature(model)
-    for k in ("model_type", "n_layers", "d_model", "vocab_size"):
-        if meta.get(k) is not None and mine[k] is not None and meta[k] != mine[k]:
-            raise InputError(f"{what} was trained on {meta.get('base_model')} ({k}={meta[k]}) but {model.name} has {k}={mine[k]}")
+    hint = "pass allow_mismatch=True (CLI --allow-model-mismatch) to apply it anyway"
+    if not any(meta.get(k) is not None for k in (*_SIGNATURE_KEYS, "base_model", "model")):
+        msg = f"{what} records no base-model signature, so nothing says it fits {model.name}"
+    else:
+        diff = [k for k in _SIGNATURE_KEYS if meta.get(k) is not None and mine[k] is not None and meta[k] != mine[k]]
+        recorded = meta.get("base_model", meta.get("model"))
+        if name and recorded is not None and recorded != model.name:
+            diff.insert(0, "base_model")
+        if not diff:
+            return
+        theirs = ", ".join(f"{k}={recorded if k == 'base_model' else meta[k]}" for k in diff)
+        ours = ", ".join(f"{k}={model.name if k == 'base_model' else mine[k]}" for k in diff)
+        msg = f"{what} {verb} {recorded} ({theirs}) but {model.name} has {ours}"
+    if not allow_mismatch:
+        raise InputError(f"{msg}; {hint}")
+    warnings.warn(f"MODEL MISMATCH, applied anyway as asked: {msg}", ModelMismatchWarning, stacklevel=3)
 
 
 def trained_dir(path: str | Path, marker: str) -> Path:
@@ -286,20 +330,21 @@ def trained_dir(path: str | Path, marker: str) -> Path:
     return path
 
 
-def with_adapter(model: Model, adapter: str | Path) -> Model:
+def with_adapter(model: Model, adapter: str | Path, *, allow_mismatch: bool = False) -> Model:
     """A :class:`Model` whose ``hf`` is ``PeftModel.from_pretrained(model.hf, adapter)`` (a peft directory, or the
-    training output directory holding it in ``final/``)."""
+    training output directory holding it in ``final/``). The adapter's ``em_interp.json`` must record a base model
+    that fits ``model`` (:func:`check_signature`); a folder without one is refused unless ``allow_mismatch``."""
     from peft import PeftModel
 
     path = trained_dir(adapter, "adapter_config.json")
     if not (path / "adapter_config.json").is_file():
         hint = " (it holds a steering vector)" if (path / "steering_vector.safetensors").is_file() else ""
         raise InputError(f"{path} is not a peft adapter directory (no adapter_config.json){hint}")
-    meta_path = path / "em_interp.json"
-    if meta_path.is_file():
-        import json
+    from .io import read_json
 
-        check_signature(model, json.loads(meta_path.read_text()), f"adapter {path}")
+    meta_path = path / "em_interp.json"
+    meta = read_json(meta_path, "adapter metadata") if meta_path.is_file() else {}
+    check_signature(model, meta if isinstance(meta, dict) else {}, f"adapter {path}", allow_mismatch=allow_mismatch)
     try:
         hf = PeftModel.from_pretrained(model.hf, str(path))
     except (RuntimeError, ValueError, KeyError) as e:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from dataclasses import replace
@@ -12,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from interp.io import InputError, load_items
+from interp.io import InputError, json_text, load_items
 from interp.models import Model, signature
 
 from .data import TokenizedSet, tokenize_chats
@@ -71,7 +70,7 @@ class LoraSolution:
 
     def save(self, path: Path, meta: dict) -> None:
         self.peft.save_pretrained(str(path))
-        (path / "em_interp.json").write_text(json.dumps({**meta, "solution": "lora", **self.settings, **signature(self.model)}, indent=2, default=str))
+        (path / "em_interp.json").write_text(json_text({**meta, "solution": "lora", **self.settings, **signature(self.model)}, default=str))
 
     def remove(self) -> None:
         """Take the LoRA layers out of ``model.hf`` (the model is as before training)."""

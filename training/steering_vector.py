@@ -5,7 +5,6 @@ Saved as safetensors + JSON."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import torch
 
 from interp.hooks import hidden_of, hooked, with_hidden
-from interp.io import InputError
+from interp.io import InputError, json_text, load_safetensors, read_json
 from interp.models import Model, check_signature, signature, trained_dir
 
 from .sft import _as_set
@@ -70,23 +69,27 @@ class SteeringVectorSolution:
 
         path.mkdir(parents=True, exist_ok=True)
         save_file({"vector": self.vector.detach().cpu().contiguous()}, str(path / "steering_vector.safetensors"))
-        (path / "steering_vector.json").write_text(json.dumps({**meta, "solution": "steering_vector", "layer": self.layer,
-                                                               "alpha": self.alpha, **signature(self.model)}, indent=2, default=str))
+        (path / "steering_vector.json").write_text(json_text({**meta, "solution": "steering_vector", "layer": self.layer,
+                                                              "alpha": self.alpha, **signature(self.model)}, default=str))
 
 
-def load_steering_vector(path: str | Path, model: Model | None = None) -> tuple[torch.Tensor, dict]:
+def load_steering_vector(path: str | Path, model: Model | None = None, *, allow_mismatch: bool = False) -> tuple[torch.Tensor, dict]:
     """``(vector [d_model], meta)`` of a trained steering vector directory (or the training output directory holding
-    it in ``final/``); with ``model`` given, checks that it was trained on a model of that shape."""
-    from safetensors.torch import load_file
-
+    it in ``final/``); with ``model`` given, checks that it was trained on a model of that kind and shape (a
+    directory without ``steering_vector.json`` is refused unless ``allow_mismatch``: nothing says it fits)."""
     path = trained_dir(path, "steering_vector.safetensors")
     if not (path / "steering_vector.safetensors").is_file():
         raise InputError(f"{path} holds no steering_vector.safetensors")
     meta_path = path / "steering_vector.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    v = load_file(str(path / "steering_vector.safetensors"))["vector"]
+    meta = read_json(meta_path, "steering-vector metadata") if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    tensors, _ = load_safetensors(path / "steering_vector.safetensors", "steering vector")
+    if "vector" not in tensors:
+        raise InputError(f"{path / 'steering_vector.safetensors'}: holds no 'vector' (it has {', '.join(sorted(tensors)) or 'nothing'})")
+    v = tensors["vector"]
     if model is not None:
-        check_signature(model, meta, f"steering vector {path}")
+        check_signature(model, meta, f"steering vector {path}", allow_mismatch=allow_mismatch)
         if v.shape != (model.d_model,):
             raise InputError(f"steering vector {path} has shape {tuple(v.shape)} but {model.name} has d_model {model.d_model}")
     return v, meta
