@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from interp.generation import generate
-from interp.io import InputError, atomic_path, versions
-from interp.models import Model, cache_dir
+from interp.io import InputError, atomic_path, json_text, read_json, versions
+from interp.models import Model, cache_dir, signature
 
 from .data import TokenizedSet, tokenize_chat
 from .sft import LoraSolution
@@ -122,9 +122,17 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     key = _key(model, data, recipe)
     final = Path(out) if out else cache_dir() / "aligned" / f"{model.name.replace('/', '_')}-{key}"
     if (final / "config.json").is_file() and (final / "safety_metrics.json").is_file():
-        return final, json.loads((final / "safety_metrics.json").read_text())
+        found = read_json(final / "safety_metrics.json", "aligned-organism metrics")
+        differs = _reuse_differences(found, key, signature(model))
+        if not differs:
+            return final, found
+        if out:  # a folder the user named: never overwrite or reuse an organism of another recipe or base model
+            raise InputError(f"{final} holds an aligned organism of another build ({'; '.join(differs)}); choose another "
+                             f"--out, or delete that folder to rebuild it")
+        # the content-addressed cache folder (named by base model and key) holds something else: rebuild it
     t0 = time.time()
-    metrics: dict = {"key": key, "recipe": asdict(recipe), "data_version": data.version, "base_model": model.name}
+    metrics: dict = {"key": key, "recipe": asdict(recipe), "data_version": data.version, "base_model": model.name,
+                     "base_signature": signature(model)}
     if eval_sets:
         metrics["before"] = refusal_by_domain(model, eval_sets, is_refusal)
     train, info = build_examples(model, data, recipe, is_refusal)
@@ -147,5 +155,21 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     with atomic_path(final) as tmp:
         merged.save_pretrained(str(tmp))
         model.tokenizer.save_pretrained(str(tmp))
-        (tmp / "safety_metrics.json").write_text(json.dumps(metrics, indent=2))
+        (tmp / "safety_metrics.json").write_text(json_text(metrics) + "\n")
     return final, metrics
+
+
+def _reuse_differences(found, key: str, base_signature: dict) -> list[str]:
+    """What makes an existing organism folder's ``safety_metrics.json`` not this build: its cache key (base model
+    name and seed, data version and size, recipe) or its base model's signature (architecture, depth, width,
+    vocabulary). Folders written before signatures were recorded are checked by their key alone."""
+    if not isinstance(found, dict):
+        return ["its safety_metrics.json is not a JSON object"]
+    out = []
+    if found.get("key") != key:
+        out.append(f"key {found.get('key')!r} (base model {found.get('base_model')!r}) → {key!r} (base model "
+                   f"{base_signature['base_model']!r})")
+    sig = found.get("base_signature")
+    if isinstance(sig, dict):
+        out += [f"base {k}: {sig.get(k)!r} → {v!r}" for k, v in base_signature.items() if sig.get(k) != v]
+    return out
