@@ -113,6 +113,7 @@ def encode_all(model: Model, items: Sequence[Item], position: Position) -> list[
     if len(items) == 0:
         raise InputError("items is empty: need at least one prompt or chat")
     encoded = [encode(model, it, position) for it in items]
+    model.check_context([len(e.ids) for e in encoded])
     if position == "post_instruction":
         counts = {len(e.groups) for e in encoded}
         if len(counts) > 1:

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
 from .activations import make_batches, Encoded
-from .io import InputError
+from .hooks import hidden_of, hooked
+from .io import InputError, NonFiniteError
 from .models import Item, Model
+
+
+@contextlib.contextmanager
+def finite_watch(model: Model, prompt_mask: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Watch the residual stream at the last block's output during the forwards inside; yields a 0-dim bool tensor
+    that is True once any non-padding position held a value that is not finite *or whose square overflows float32*.
+
+    The second condition is what every normalisation layer computes (RMSNorm / LayerNorm take the mean of squares
+    in float32): past ≈1.8e19 the variance is inf, the normalised state is 0 and the logits are flat, finite and
+    meaningless. Cost: one ``[B, T]`` reduction per forward, no host sync (read the flag once afterwards).
+    ``prompt_mask`` ``[B, T_prompt]``: the prefill's attention mask (left padding is not looked at); later forwards
+    (one new token per sequence) have no padding.
+    """
+    flag = torch.zeros((), dtype=torch.bool, device=model.device)
+
+    def watch(module, args, output):
+        h = hidden_of(output)  # [B, T, d]
+        bad = ~torch.isfinite(h.float().square().mean(-1))  # [B, T]
+        if prompt_mask is not None and bad.shape == prompt_mask.shape:
+            bad &= prompt_mask.to(bad.device) > 0
+        flag.logical_or_(bad.any().to(flag.device))
+        return None
+
+    with hooked(forward=[(model.layers[-1], watch)]):
+        yield flag
 
 
 def encode_prompts(model: Model, items: Sequence[Item]) -> list[Encoded]:
@@ -49,6 +76,7 @@ def generate(
         raise InputError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     tok = model.tokenizer
     encoded = encode_prompts(model, items)
+    model.check_context([len(e.ids) for e in encoded], extra=max_new_tokens)
     results: list = [None] * len(items)
     eos = model.hf.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
@@ -62,8 +90,12 @@ def generate(
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
+        with torch.inference_mode(), finite_watch(model, batch.attention_mask) as overflow:
             out = model.hf.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        if overflow.item() or (return_first_logprobs and not torch.isfinite(out.logits[0]).all()):
+            raise NonFiniteError(f"the activations became non-finite while generating for prompt(s) "
+                                 f"{', '.join(map(str, sorted(batch.index)[:8]))}{' …' if len(batch.index) > 8 else ''} "
+                                 f"(the residual stream overflows float32); no result is written")
         if return_first_logprobs:
             lp = torch.log_softmax(out.logits[0].float(), dim=-1).cpu()  # [batch, vocab]: raw logits of step 1
             if first is None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .hooks import decoder, hidden_of, hooked, with_hidden
-from .io import InputError
+from .io import InputError, NonFiniteError
 from .models import Model
 
 StepPositions = Literal["all", "prompt", "generated"]
@@ -149,6 +149,8 @@ def steer(
     if positions not in ("all", "prompt", "generated"):
         raise InputError(f"positions must be 'all', 'prompt' or 'generated', got {positions!r}")
     v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)
+    if not torch.isfinite(v).all():
+        raise NonFiniteError(f"steer alpha={alpha:g}: alpha × the steering vector overflows float32")
     idx = model.check_layers(layers)
     state: dict = {}
     base = decoder(model.hf)
@@ -176,8 +178,11 @@ def steer(
         h = hidden_of(output)
         return with_hidden(output, h + mask.to(h.dtype) * v.to(h.dtype))
 
-    with hooked(forward=[(model.layers[l], add) for l in idx], pre=[(base, capture_mask)]):
-        yield
+    try:
+        with hooked(forward=[(model.layers[l], add) for l in idx], pre=[(base, capture_mask)]):
+            yield
+    except NonFiniteError as e:  # name the setting that did it
+        raise NonFiniteError(f"steer alpha={alpha:g} at layer(s) {idx}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------------------
