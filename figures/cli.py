@@ -10,22 +10,24 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _int_at_least(low: int):
-    """argparse type of an integer ≥ ``low`` (for counts such as ``--limit``, 0 would silently mean "all")."""
+def _int_at_least(low: int, below: int | None = None):
+    """argparse type of an integer ≥ ``low`` (and < ``below``) — for counts such as ``--limit``, where 0 would
+    silently mean "all", and for ``--seed``, which torch's generators take only in 0 … 2**63 − 1."""
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             v = low - 1
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be an integer ≥ {low}, got {text}")
+        if v < low or (below is not None and v >= below):
+            bound = f"in {low} … {below - 1}" if below is not None else f"≥ {low}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {text}")
         return v
 
     return parse
 
 
-_count, _count0 = _int_at_least(1), _int_at_least(0)
+_count, _count0, _seed = _int_at_least(1), _int_at_least(0), _int_at_least(0, 2**63)
 
 
 def _positive(text: str) -> float:
@@ -44,6 +46,11 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--model", default="smollm2-135m-instruct", help="model name, HF id, local dir or .gguf (default: embedded SmolLM2)")
         p.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     p.add_argument("--out", required=True, help="output directory")
+
+
+def _mismatch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-model-mismatch", action="store_true",
+                   help="apply directions / a trained solution recorded for another model (or recording none): a loud warning, not an error")
 
 
 def check_out_dir(out: str) -> None:
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmless", default="data:safety_harmless:val")
     p.add_argument("--positions", type=int, nargs="+", default=[-1], help="template offsets to score (negative from the end)")
     p.add_argument("--kl-threshold", type=_positive, default=0.1)
+    _mismatch(p)
     p.add_argument("--limit", type=_count, default=None)
     p.add_argument("--batch-size", type=_count, default=16)
 
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--prompts", required=True, help="JSONL/TXT or data:NAME[:SPLIT]")
         p.add_argument("--limit", type=_count, default=None)
         p.add_argument("--max-new-tokens", type=_count, default=32)
+        _mismatch(p)
         if kind == "steer":
             p.add_argument("--alpha", type=float, default=1.0)
             p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_count, default=1, help="answers per paraphrase (kind=judge)")
     p.add_argument("--limit", type=_count, default=None)
     p.add_argument("--max-new-tokens", type=_count, default=None)
+    _mismatch(p)
 
     p = sub.add_parser("sae-decompose", help="decompose a direction into sparse-autoencoder latents")
     _common(p)
@@ -154,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-batch-size", type=_count, default=None, help="sequences of --kl-data per micro-batch (default: TrainConfig's)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--save-every", type=_count, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="0 … 2**63 − 1")
     p.add_argument("--no-resume", action="store_true", help="start over in --out (default: continue its last checkpoint)")
     p.add_argument("--limit", type=_count, default=None, help="use at most this many training conversations")
 
@@ -166,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prose", default="data:generic_prose:test")
     p.add_argument("--limit", type=_count, default=16)
     p.add_argument("--seeds", type=_count, default=10)
+    _mismatch(p)
 
     p = sub.add_parser("reproduce", help="the seed papers' experiments, figures and report (stages cached; resumable)")
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
@@ -182,6 +193,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what is kept and how to go on, not a traceback
+        if "tqdm" in sys.modules:  # finish an open progress bar's line first, so the message stands on its own
+            for bar in list(getattr(sys.modules["tqdm"].tqdm, "_instances", ())):
+                bar.close()
+        print(f"em-interp {args.command}: interrupted; {_resume_hint(args)}", file=sys.stderr)
+        return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """Where an interrupted run can be continued from (every artifact is written atomically: nothing is half-written)."""
+    out = getattr(args, "out", None)
+    if args.command == "train" and args.kind != "safety":
+        from training.trainer import latest_checkpoint
+
+        last = latest_checkpoint(out)
+        if last is None:
+            return f"no checkpoint in {out}/checkpoints yet (--save-every N writes them); rerun to start over"
+        return f"resume from {last} by running the same command again (--no-resume starts over)"
+    if args.command == "reproduce":
+        return f"finished stages are kept in {out}/stages; run the same command again to resume from there"
+    return "nothing was written half-way; run the same command again"
+
+
+def _run(args: argparse.Namespace) -> int:
     from interp.io import InputError
 
     from . import experiments
@@ -198,14 +235,17 @@ def main(argv: list[str] | None = None) -> int:
                                            device=args.device, limit=args.limit)
         elif args.command == "select":
             res = experiments.run_select(args.model, args.directions, args.harmful, args.harmless, args.out, positions=args.positions,
-                                         kl_threshold=args.kl_threshold, limit=args.limit, batch_size=args.batch_size, device=args.device)
+                                         kl_threshold=args.kl_threshold, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                                         allow_model_mismatch=args.allow_model_mismatch)
         elif args.command in ("ablate", "steer"):
             res = experiments.run_intervene(args.command, args.model, args.directions, args.prompts, args.out, layer=args.layer,
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
-                                            max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
+                                            max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+                                            allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "score":
             res = experiments.run_score(args.kind, args.model, args.set, args.out, adapter=args.adapter, judge=args.judge,
-                                        samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
+                                        samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+                                        allow_model_mismatch=args.allow_model_mismatch)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "sae-decompose":
             res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
@@ -221,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_train(args.kind, load_model(args.model, device=args.device), args)
         elif args.command == "solutions":
             res = experiments.run_solutions(args.model, args.general, args.narrow, args.data, args.out, prose=args.prose,
-                                            limit=args.limit, seeds=args.seeds, device=args.device)
+                                            limit=args.limit, seeds=args.seeds, device=args.device,
+                                            allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "reproduce":
             from .reproduce import reproduce
 

@@ -19,6 +19,8 @@ def resolve_items(spec: str) -> list:
     """Items from ``data:NAME[:SPLIT]`` (a shipped data set) or a JSONL/TXT file path."""
     if spec.startswith("data:"):
         parts = spec.split(":")
+        if len(parts) > 3 or not parts[1] or (len(parts) == 3 and not parts[2]):
+            raise InputError(f"{spec!r}: expected data:NAME or data:NAME:SPLIT (e.g. data:safety_harmful:train)")
         return datasets.prompts(parts[1], parts[2] if len(parts) > 2 else None)
     return load_items(spec)
 
@@ -119,7 +121,8 @@ def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_
 
 
 def run_select(model_name: str, directions: str, harmful: str, harmless: str, out: str | Path, *, positions: Sequence[int] | None = (-1,),
-               kl_threshold: float = 0.1, limit: int | None = None, batch_size: int = 16, device: str | None = None) -> dict:
+               kl_threshold: float = 0.1, limit: int | None = None, batch_size: int = 16, device: str | None = None,
+               allow_model_mismatch: bool = False) -> dict:
     """Direction selection sweep → ``out/selection.json`` and the layer-sweep figure."""
     from interp.directions import Directions
 
@@ -127,7 +130,7 @@ def run_select(model_name: str, directions: str, harmful: str, harmless: str, ou
 
     harm, safe = resolve_items(harmful)[:limit], resolve_items(harmless)[:limit]
     model = load_model(model_name, device=device)
-    d = Directions.load(directions, model=model)
+    d = Directions.load(directions, model=model, allow_mismatch=allow_model_mismatch)
     sel = layer_sweep(model, d, harm, safe, out, positions=positions, kl_threshold=kl_threshold, batch_size=batch_size)
     best = sel.to_dict()["best"]
     return {"selection": str(Path(out) / "selection.json"), "figure": str(Path(out) / "layer_sweep.png"), "best": best}
@@ -135,7 +138,7 @@ def run_select(model_name: str, directions: str, harmful: str, harmless: str, ou
 
 def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out: str | Path, *, layer: int, pos: int = -1,
                   alpha: float = 1.0, positions: str = "all", max_new_tokens: int = 32, limit: int | None = None,
-                  device: str | None = None) -> dict:
+                  device: str | None = None, allow_model_mismatch: bool = False) -> dict:
     """Generations and refusal metrics with and without ablating (``kind="ablate"``) or adding (``"steer"``) a
     direction → ``out/{kind}.json``."""
     from interp.directions import Directions
@@ -145,7 +148,7 @@ def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out
 
     items = resolve_items(prompts)[:limit]
     model = load_model(model_name, device=device)
-    vec = Directions.load(directions, model=model).vector(layer, pos)
+    vec = Directions.load(directions, model=model, allow_mismatch=allow_model_mismatch).vector(layer, pos)
     res = {"baseline": _measure(model, items, max_new_tokens, 8)}
     ctx = ablate(model, vec) if kind == "ablate" else steer(model, vec, layers=[layer], alpha=alpha, positions=positions)
     with ctx:
@@ -180,11 +183,10 @@ def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out
     return {"result": str(path), "by_decoder": res["by_decoder"][:5]}
 
 
-def load_solution(model_name: str, path: str, device: str | None = None):
+def load_solution(model_name: str, path: str, device: str | None = None, allow_model_mismatch: bool = False):
     """``(model, solution, meta)`` for a trained adapter directory (a fresh model with the adapter attached) or a
     steering-vector directory (the base model and a SteeringSolution); either may be the training output directory."""
-    import json
-
+    from interp.io import read_json
     from interp.models import trained_dir, with_adapter
     from interp.solutions import SteeringSolution
     from training.steering_vector import load_steering_vector
@@ -192,19 +194,20 @@ def load_solution(model_name: str, path: str, device: str | None = None):
     p = trained_dir(path, "steering_vector.safetensors")
     if (p / "steering_vector.safetensors").is_file():
         model = load_model(model_name, device=device)
-        v, meta = load_steering_vector(p, model)
+        v, meta = load_steering_vector(p, model, allow_mismatch=allow_model_mismatch)
         if "layer" not in meta:
             raise InputError(f"steering vector {p} has no steering_vector.json naming its layer")
         model.meta["adapter"] = f"{p} (steering vector, layer {meta['layer']})"  # recorded next to every score
         return model, SteeringSolution(v, meta["layer"], meta.get("alpha", 1.0)), meta
-    model = with_adapter(load_model(model_name, device=device), path)
+    model = with_adapter(load_model(model_name, device=device), path, allow_mismatch=allow_model_mismatch)
     p = Path(model.meta["adapter"])
-    meta = json.loads((p / "em_interp.json").read_text()) if (p / "em_interp.json").is_file() else {}
+    meta = read_json(p / "em_interp.json", "adapter metadata") if (p / "em_interp.json").is_file() else {}
     return model, model.hf, meta
 
 
 def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter: str | None = None, judge: str | None = None,
-              samples: int = 1, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None) -> dict:
+              samples: int = 1, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None,
+              allow_model_mismatch: bool = False) -> dict:
     """``em-interp score KIND``: refusal, reference-answer EM or a judge's EM rate of the model, or of the model with a
     trained solution applied (a peft adapter, or a steering vector added during every forward)."""
     import contextlib
@@ -218,7 +221,7 @@ def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter
     if kind == "judge" and not judge:
         raise InputError("score judge needs --judge URL_OR_MODEL")
     if adapter:
-        model, sol, _ = load_solution(model_name, adapter, device)
+        model, sol, _ = load_solution(model_name, adapter, device, allow_model_mismatch)
     else:
         model, sol = load_model(model_name, device=device), None
     steering = sol.active(model) if isinstance(sol, SteeringSolution) else contextlib.nullcontext()
@@ -234,15 +237,15 @@ def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter
 
 
 def run_solutions(model_name: str, general: str, narrow: str, data: str, out: str | Path, *, prose: str = "data:generic_prose:test",
-                  limit: int = 16, seeds: int = 10, device: str | None = None) -> dict:
+                  limit: int = 16, seeds: int = 10, device: str | None = None, allow_model_mismatch: bool = False) -> dict:
     """Compare the general and the narrow solution → ``out/solutions.json`` and three figures."""
     from interp.solutions import compare_solutions, direction_similarity
 
     t0 = time.time()
     chats = resolve_items(data if ":" in data else f"data:{data}:train")[:limit]
     texts = resolve_items(prose)[:limit]
-    mg, sg, meta_g = load_solution(model_name, general, device)
-    mn, sn, meta_n = load_solution(model_name, narrow, device)
+    mg, sg, meta_g = load_solution(model_name, general, device, allow_model_mismatch)
+    mn, sn, meta_n = load_solution(model_name, narrow, device, allow_model_mismatch)
     for k in ("n_layers", "d_model", "vocab_size", "base_model"):
         if k in meta_g and k in meta_n and meta_g[k] != meta_n[k]:
             raise InputError(f"the two solutions were trained on different base models ({k}: {meta_g[k]} vs {meta_n[k]})")

@@ -27,7 +27,7 @@ import torch
 
 from interp import ablate, load_model, mean_diff, steer, with_adapter
 from interp.concepts import concept_vectors, similarity_effect_correlation
-from interp.io import InputError, atomic_path, versions, write_json
+from interp.io import InputError, atomic_path, read_json, versions, write_json
 from probes import datasets
 from probes.em_score import em_score
 
@@ -100,7 +100,7 @@ class Run:
         self.hashes[name] = h
         path = self.out / "stages" / f"{name}.json"
         if path.is_file():
-            cached = json.loads(path.read_text())
+            cached = read_json(path, "stage file")  # strict JSON: its non-finite values are restored
             if cached.get("hash") == h:
                 self.walls[name] = cached["wall_s"]
                 self.figures += cached.get("figures", [])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from interp.generation import generate
-from interp.io import InputError, atomic_path, versions, write_json
+from interp.io import InputError, atomic_path, json_text, versions, write_json
 from interp.models import Model
 from probes import datasets
 from probes.em_score import bootstrap_ci, em_score
@@ -18,7 +17,7 @@ from .refusal_experiments import wilson
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        tmp.write_text("".join(json_text(r, indent=None, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _records(spec: str) -> list[dict]:
