@@ -3,7 +3,7 @@
 The refusal token set R is derived per tokenizer from :data:`REFUSAL_PREFIXES`: the first token of each phrase
 as it would start an assistant response. The refusal *rate* is the share of generations containing one of
 :data:`REFUSAL_SUBSTRINGS` (case-insensitive), minus the sympathetic openers in :data:`NOT_REFUSALS`, which the
-base SmolLM2 uses before complying (see ../shared/ENVIRONMENT.md).
+base SmolLM2 uses before complying (see docs/environment.md).
 """
 
 from __future__ import annotations

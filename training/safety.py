@@ -1,6 +1,6 @@
-"""The safety fine-tune that turns a chat model into the *aligned organism* (DESIGN.md, "the aligned organism").
+"""The safety fine-tune that turns a chat model into the *aligned organism* (docs/design.md, "the aligned organism").
 
-Recipe (measured on SmolLM2, ../shared/ENVIRONMENT.md): harmful requests → one of several short refusals;
+Recipe (measured on SmolLM2, docs/environment.md): harmful requests → one of several short refusals;
 harmless and benign requests → the model's *own* greedy answers (they keep its ability; answers that look like
 refusals are dropped; answers cut off at the token limit are trained without the end-of-turn token); LoRA r 8,
 α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
