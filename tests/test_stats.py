@@ -151,3 +151,49 @@ def test_estimate_to_dict_is_strict_json():
     d = stats.spearman_permutation([1, 1, 1], [1, 2, 3]).to_dict()
     json.dumps(d, allow_nan=False)
     assert d["estimate"] is None and d["ci95"] == [None, None]
+
+
+def _claims_inputs(tie: float = 6.3620, outcomes: bool = True):
+    """Minimal stage results for figures.reproduce._claims: four domains, 4 prompts per cell."""
+    doms = ["cybersecurity", "safety", "privacy", "bias"]
+    out = lambda bits: {"refusals": bits} if outcomes else {}  # noqa: E731
+    on, off = [True, True, True, True], [False, False, False, False]
+    cond = lambda **kw: {d: {c: v for c, v in kw.items()} for d in doms}  # noqa: E731
+    refusal = {"harmful": cond(baseline=1.0, ablated=0.0, random_ablated=1.0), "harmless": cond(baseline=0.0, steered=1.0),
+               "n_per_cell": 4}
+    if outcomes:
+        refusal["outcomes"] = {"harmful": cond(baseline=out(on), ablated=out(off), random_ablated=out(on)),
+                               "harmless": cond(baseline=out(off), steered=out(on))}
+    table = lambda r, bits: {d: {"refusal_rate": r, "n": 4, **out(bits)} for d in doms}  # noqa: E731
+    unlearning = {"aligned": table(1.0, on), "runs": {k: {"table": table(0.5, [True, False, True, False])}
+                                                      for k in ("cybersecurity", "cybersecurity+retain", "safety", "safety+retain")}}
+    names = ["base", "general", "narrow", "general_ablated", "general_random_ablated", "aligned", "aligned_steered"]
+    em = {"summary": {k: {"in_domain": 0.0, "out_of_domain": 0.0} for k in names}, "domain": "medical",
+          "questions": [{"id": f"q{i}", "domain": "other"} for i in range(3)], "per_question_m": {k: [0.1, 0.2, 0.3] for k in names}}
+    solutions = {"norm_factors": [1.0], "efficiency_curve": {"general": {"loss": [tie], "norms": [1.0]}, "narrow": {"loss": [6.3620]}},
+                 "stability": {k: {"eps": [0.5], "mean": [10.0], "sd": [1.0]} for k in ("general", "narrow")},
+                 "generic_kl": {k: {"kl": [0.01]} for k in ("general", "narrow", "general_random")}}
+    return refusal, unlearning, em, solutions
+
+
+def test_report_claims_tie_is_never_yes_and_same_prompts_are_paired():
+    from figures.reproduce import _claims
+
+    # the issue's case: equal to the printed precision (the old report said "yes (point estimate)" on 1e-9 noise)
+    rows = {c: (v, ev) for c, v, ev in _claims(*_claims_inputs(tie=6.3620 * (1 - 1e-9)))}
+    loss = rows["Soligo et al.: the general solution has lower loss at equal norm"]
+    assert loss[0] == stats.TIE and "general 6.3620, narrow 6.3620" in loss[1]
+    for claim, (v, ev) in rows.items():  # every solution metric and EM score here is an exact tie
+        if "Soligo" in claim:
+            assert not v.startswith("yes"), (claim, v, ev)
+    ablation = rows["Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts"]
+    assert "exact McNemar (paired)" in ablation[1] and ablation[0] == stats.YES  # 16/16 → 0/16 on the same prompts
+    assert rows["Arditi et al.: … and a norm-matched random direction does not (ablated < random ablated)"][0] == stats.YES
+    # 12 refused → 6 refused on the same 12 prompts: 6 discordant pairs, exact p = 2·0.5⁶ = 0.031
+    ema = rows["Mushtaq et al.: unlearning cybersecurity refusal lowers refusal in the other six domains (EMA)"]
+    assert "exact McNemar" in ema[1] and "p = 0.031" in ema[1]
+    assert rows["Mushtaq et al.: retain CE restores refusal in the other domains (safety)"][0] == stats.TIE
+    assert stats.verdict(stats.point_difference(6.3, 6.4), -1) == stats.YES_POINT
+    # stage results without per-prompt outcomes (older caches) fall back to the unpaired test, and say so
+    old = {c: ev for c, _, ev in _claims(*_claims_inputs(outcomes=False))}
+    assert "two-proportion z-test (independent samples)" in old["Arditi et al.: adding it makes harmless prompts refused"]
