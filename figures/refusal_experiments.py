@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from experiments.stats import wilson
 from interp.directions import Directions
 from interp.interventions import ablate, steer
 from interp.io import versions, write_json
@@ -17,17 +17,6 @@ from interp.selection import Selection, select_direction
 from probes.refusal import generate_and_score, is_refusal, refusal_tokens
 
 from . import plots
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a proportion k/n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
 
 
 def layer_sweep(model: Model, directions: Directions, harmful: Sequence, harmless: Sequence, out: str | Path, *,
@@ -49,17 +38,19 @@ def _measure(model: Model, items: Sequence, max_new_tokens: int, batch_size: int
 
 def measure_groups(model: Model, groups: dict[str, list], max_new_tokens: int, batch_size: int = 16) -> dict:
     """Refusal rate (Wilson CI) and first-token score per group from one batched ``generate`` over all groups
-    together (length-sorted batches are fuller than per-group calls); the score comes from its prefill logits."""
+    together (length-sorted batches are fuller than per-group calls); the score comes from its prefill logits.
+    ``refusals`` keeps each prompt's outcome in input order, so two conditions on the same prompts can be
+    compared pairwise (exact McNemar)."""
     items = [x for g in groups.values() for x in g]
     texts, scores = generate_and_score(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
     out, i = {}, 0
     for name, g in groups.items():
         t, sc = texts[i : i + len(g)], scores[i : i + len(g)]
         i += len(g)
-        k = sum(map(is_refusal, t))
-        lo, hi = wilson(k, len(t))
-        out[name] = {"refusal_rate": k / len(t), "rate_ci95": [lo, hi], "n": len(t), "score_mean": sc.mean().item(),
-                     "score_sd": sc.std().item() if len(t) > 1 else 0.0, "examples": t[:3]}
+        refused = [is_refusal(x) for x in t]
+        k = sum(refused)
+        out[name] = {"refusal_rate": k / len(t), "rate_ci95": list(wilson(k, len(t)).ci), "n": len(t), "refusals": refused,
+                     "score_mean": sc.mean().item(), "score_sd": sc.std().item() if len(t) > 1 else 0.0, "examples": t[:3]}
     return out
 
 

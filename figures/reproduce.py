@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from interp import ablate, load_model, mean_diff, steer, with_adapter
+from experiments import stats
+from interp import ablate, load_model, mean_diff, progress, steer, with_adapter
 from interp.concepts import concept_vectors, similarity_effect_correlation
 from interp.io import InputError, atomic_path, read_json, versions, write_json
 from probes import datasets
@@ -92,7 +93,8 @@ class Run:
     def stage(self, name: str, uses: Sequence[str], fn: Callable[[], dict], *, after: Sequence[str] = (), extra: dict | None = None) -> dict:
         """Run ``fn`` unless ``out/stages/NAME.json`` holds a result with the same hash. The hash covers only the
         preset fields the stage ``uses`` (plus model and seed), ``extra``, and the hashes of the stages it comes
-        ``after`` — changing one stage's settings re-runs that stage and what depends on it, nothing else."""
+        ``after`` — changing one stage's settings re-runs that stage and what depends on it, nothing else. Prints
+        the stage to stderr as it starts and ends, with its wall time, or that it came from the cache."""
         pre = asdict(self.preset)
         config = {"model": pre["model"], "seed": pre["seed"], **{k: pre[k] for k in uses}, **(extra or {}),
                   "after": {a: self.hashes[a] for a in after}}
@@ -104,10 +106,12 @@ class Run:
             if cached.get("hash") == h:
                 self.walls[name] = cached["wall_s"]
                 self.figures += cached.get("figures", [])
+                progress.say(f"✓ stage {name}: cached ({cached['wall_s']} s when it ran)")
                 return cached["result"]
         t0 = time.time()
         n_figs = len(self.figures)
-        result = fn()
+        with progress.step(f"stage {name}"):
+            result = fn()
         self.walls[name] = round(time.time() - t0, 1)
         write_json(path, {"hash": h, "config": config, "result": result, "wall_s": self.walls[name], "figures": self.figures[n_figs:]})
         return result
@@ -142,7 +146,7 @@ def _domain_prompts(label: str, split: str, n: int) -> dict[str, list]:
 def _refusal_table(model, harmful: dict[str, list], max_new_tokens: int) -> dict:
     from .refusal_experiments import measure_groups
 
-    return {d: {"refusal_rate": r["refusal_rate"], "ci95": r["rate_ci95"], "n": r["n"], "score": r["score_mean"]}
+    return {d: {"refusal_rate": r["refusal_rate"], "ci95": r["rate_ci95"], "n": r["n"], "score": r["score_mean"], "refusals": r["refusals"]}
             for d, r in measure_groups(model, harmful, max_new_tokens).items()}
 
 
@@ -206,6 +210,9 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                 "candidate": {"ablation_score": best.ablation_score, "steering_score": best.steering_score, "kl": best.kl},
                 "harmful": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmful"].items()},
                 "harmless": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmless"].items()},
+                # per-prompt outcomes, prompts in the same order in every condition: the claims' paired tests
+                "outcomes": {kind: {dom: {c: {"refusals": r[c]["refusals"]} for c in r} for dom, r in res[kind].items()}
+                             for kind in ("harmful", "harmless")},
                 "n_per_cell": p.eval_per_domain}
 
     refusal = run.stage("2_refusal_direction", ["train_per_domain", "eval_per_domain", "select_per_domain", "sweep_stride",
@@ -241,7 +248,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                 cfg = TrainConfig(lr=2e-4, max_steps=p.unlearn_steps, batch_size=4, kl_batch_size=p.kl_batch, seed=p.seed, max_length=400)
                 r = unlearn(aligned, datasets.prompts(f"{concept}_harmful", "train", p.train_per_domain * 3), refusals=refusals,
                             out=out / "artifacts" / f"unlearn_{tag}", retain_prompts=retain_prompts if retain else None,
-                            retain_weight=retain, config=cfg, progress=False)
+                            retain_weight=retain, config=cfg)
                 m = with_adapter(load_model(aligned_res["path"], device=device), r.path)
                 table = _refusal_table(m, test_h, p.gen_tokens)
                 ema = {d: table[d]["refusal_rate"] - base_table[d]["refusal_rate"] for d in datasets.DOMAINS}
@@ -275,7 +282,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
             paths = {}
             for kind, kw in (("general", {}), ("narrow", {"kl_data": kl, "kl_weight": 1.0})):
                 paths[kind] = str(train_lora(base, data, out=out / "artifacts" / f"em_{kind}{tag}", rank=1, alpha=16.0, config=cfg,
-                                             progress=False, **kw).path)
+                                             **kw).path)
             models = {n: with_adapter(load_model(p.model, device=device), path) for n, path in paths.items()}
             scores = {"base": base_em, **{n: em_score(m, qs).to_dict() for n, m in models.items()}}
             if k > 0:  # further narrow data sets (full preset): the general-vs-narrow comparison only
@@ -351,29 +358,19 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
 
 def _judge_split(per_question: dict, domain_of: dict, domain: str = "medical") -> dict:
     """Pool per-question judge summaries into in-domain and out-of-domain EM rates with Wilson CIs."""
-    from .refusal_experiments import wilson
-
     out = {}
     for part, keep in (("in_domain", lambda d: d == domain), ("out_of_domain", lambda d: d != domain)):
         rows = [v for q, v in per_question.items() if keep(domain_of.get(q, ""))]
         n = sum(v["n_scored"] for v in rows)
         k = round(sum((v["em_rate"] or 0.0) * v["n_scored"] for v in rows))
-        out[part] = {"em_rate": k / n if n else None, "ci95": list(wilson(k, n)) if n else None, "n_scored": n}
+        out[part] = {"em_rate": k / n if n else None, "ci95": list(stats.wilson(k, n).ci) if n else None, "n_scored": n}
     return out
 
 
-def _two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    """Two-sided p-value of the two-proportion z-test (pooled variance); 1.0 when undefined."""
-    import math
-
-    if not n1 or not n2:
-        return 1.0
-    p = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
-    if se == 0:
-        return 1.0
-    z = abs(k1 / n1 - k2 / n2) / se
-    return math.erfc(z / math.sqrt(2))
+# the smallest effects the power rule asks the data to detect (80 % power, two-sided α = 0.05): a 20-point change
+# of a refusal / EM rate, and a medium standardised paired difference (Cohen's d = 0.5) of per-question EM scores
+MIN_RATE_EFFECT = 0.2
+MIN_EM_EFFECT = 0.5
 
 
 def _pooled(rates: dict[str, float], n: int, keep=lambda d: True) -> tuple[int, int]:
@@ -382,60 +379,79 @@ def _pooled(rates: dict[str, float], n: int, keep=lambda d: True) -> tuple[int, 
     return sum(ks), n * len(ks)
 
 
-def _verdict(direction: bool, significant: bool | None) -> str:
-    """``yes`` — right direction and significant (p < 0.05 / 95 % CI excludes 0); ``yes (not significant)``;
-    ``yes (point estimate)`` where no test applies; ``no``."""
-    if not direction:
-        return "no"
-    return "yes" if significant else "yes (point estimate)" if significant is None else "yes (not significant)"
+def _outcomes(table: dict, cond: str | None = None) -> dict[str, list[bool]] | None:
+    """Per-prompt refusal outcomes per domain (``table[d][cond]["refusals"]``, or ``table[d]["refusals"]``), or
+    None where a stage result predates them."""
+    rows = {d: (v[cond] if cond else v).get("refusals") for d, v in table.items()}
+    return rows if all(r is not None for r in rows.values()) else None
+
+
+def _fmt(e: stats.Estimate) -> str:
+    ci = f" [95 % CI {e.ci_low:+.3f}, {e.ci_high:+.3f}]" if e.ci_low == e.ci_low and e.ci_high == e.ci_high else ""
+    return f"difference {e.estimate:+.3f}{ci}, {e.test}" + (f" p = {e.p:.2g}" if e.p is not None else "")
 
 
 def _rate_claim(claim: str, lower: dict, higher: dict, n: int, keep=lambda d: True, names: tuple[str, str] = ("lower", "higher"),
-                what: str = "refusal") -> tuple[str, str, str]:
-    """Claim that pooled rate(higher) > pooled rate(lower), with a two-proportion test; ``names`` label the two."""
-    k1, n1 = _pooled(lower, n, keep)
-    k2, n2 = _pooled(higher, n, keep)
-    p = _two_proportion_p(k1, n1, k2, n2)
-    return (claim, _verdict(k2 / max(n2, 1) > k1 / max(n1, 1), p < 0.05),
-            f"pooled {what}: {names[0]} {k1}/{n1} = {k1 / max(n1, 1):.2f}, {names[1]} {k2}/{n2} = {k2 / max(n2, 1):.2f} "
-            f"(two-proportion p = {p:.2g})")
+                what: str = "refusal", paired: tuple[dict | None, dict | None] | None = None) -> tuple[str, str, str]:
+    """Claim that the pooled rate of ``higher`` exceeds ``lower``'s. ``paired``: the per-prompt outcomes (domain →
+    [bool]) of the *same* prompts under (lower, higher) — then the exact McNemar test over the pooled prompt pairs
+    (prompts counted as independent pairs); without them a two-proportion test of independent samples. Verdict by
+    :func:`experiments.stats.verdict`, with the power floor for a ``MIN_RATE_EFFECT`` change."""
+    doms = [d for d in lower if keep(d)]
+    if paired and paired[0] is not None and paired[1] is not None:
+        y = [b for d in doms for b in paired[0][d]]
+        x = [b for d in doms for b in paired[1][d]]
+        est = stats.mcnemar(x, y)
+        k1, n1, k2, n2 = sum(y), len(y), sum(x), len(x)
+    else:
+        k1, n1 = _pooled(lower, n, keep)
+        k2, n2 = _pooled(higher, n, keep)
+        est = stats.two_proportions(k2, n2, k1, n1)
+    need = stats.min_n_rates((k1 + k2) / max(n1 + n2, 1), delta=MIN_RATE_EFFECT)
+    return (claim, stats.verdict(est, +1, min_n=need),
+            f"pooled {what}: {names[0]} {k1}/{n1} = {k1 / max(n1, 1):.2f}, {names[1]} {k2}/{n2} = {k2 / max(n2, 1):.2f}; "
+            f"{_fmt(est)}; n = {est.n} (power floor {need})")
 
 
 def _paired_em_claim(claim: str, em: dict, low: str, high: str) -> tuple[str, str, str]:
     """Claim that the out-of-domain EM score of ``high`` exceeds ``low``'s: paired over questions, 95 % bootstrap CI."""
-    from probes.em_score import bootstrap_ci
-
     e = em["summary"]
-    direction = e[high]["out_of_domain"] > e[low]["out_of_domain"]
     if "per_question_m" not in em:
-        return claim, _verdict(direction, None), f"OOD EM score {high} {e[high]['out_of_domain']:+.3f}, {low} {e[low]['out_of_domain']:+.3f}"
+        est = stats.point_difference(e[high]["out_of_domain"], e[low]["out_of_domain"])
+        return claim, stats.verdict(est, +1), f"OOD EM score {high} {e[high]['out_of_domain']:+.3f}, {low} {e[low]['out_of_domain']:+.3f}"
     ood = [i for i, q in enumerate(em["questions"]) if q["domain"] != em.get("domain", "medical")]
-    d = torch.tensor([em["per_question_m"][high][i] - em["per_question_m"][low][i] for i in ood], dtype=torch.float64)
-    lo, hi = bootstrap_ci(d)
-    return (claim, _verdict(direction, lo > 0 or hi < 0),
-            f"OOD EM score {high} {e[high]['out_of_domain']:+.3f} vs {low} {e[low]['out_of_domain']:+.3f}; paired difference "
-            f"{d.mean().item():+.3f} [95 % CI {lo:+.3f}, {hi:+.3f}], n = {len(ood)} questions")
+    est = stats.paired_bootstrap([em["per_question_m"][high][i] for i in ood], [em["per_question_m"][low][i] for i in ood])
+    need = stats.min_n(MIN_EM_EFFECT, paired=True)
+    return (claim, stats.verdict(est, +1, min_n=need),
+            f"OOD EM score {high} {e[high]['out_of_domain']:+.3f} vs {low} {e[low]['out_of_domain']:+.3f}; paired {_fmt(est)}; "
+            f"n = {len(ood)} questions (power floor {need})")
 
 
 def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: dict | None = None) -> list[tuple[str, str, str]]:
     h, s, n = refusal["harmful"], refusal["harmless"], refusal["n_per_cell"]
     col = lambda table, c: {d: v[c] for d, v in table.items()}  # noqa: E731
+    o = refusal.get("outcomes")  # per-prompt outcomes (same prompts in every condition): paired tests
+    oh = (lambda c: _outcomes(o["harmful"], c)) if o else (lambda c: None)  # noqa: E731
+    os_ = (lambda c: _outcomes(o["harmless"], c)) if o else (lambda c: None)  # noqa: E731
     out = [_rate_claim("Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts",
-                       col(h, "ablated"), col(h, "baseline"), n, names=("ablated", "baseline")),
+                       col(h, "ablated"), col(h, "baseline"), n, names=("ablated", "baseline"), paired=(oh("ablated"), oh("baseline"))),
            _rate_claim("Arditi et al.: … and a norm-matched random direction does not (ablated < random ablated)",
-                       col(h, "ablated"), col(h, "random_ablated"), n, names=("ablated", "random ablated")),
+                       col(h, "ablated"), col(h, "random_ablated"), n, names=("ablated", "random ablated"),
+                       paired=(oh("ablated"), oh("random_ablated"))),
            _rate_claim("Arditi et al.: adding it makes harmless prompts refused", col(s, "baseline"), col(s, "steered"), n,
-                       names=("baseline", "steered"))]
+                       names=("baseline", "steered"), paired=(os_("baseline"), os_("steered")))]
     aligned = {d: v["refusal_rate"] for d, v in unlearning["aligned"].items()}
     n_u = next(iter(unlearning["aligned"].values()))["n"]
     for concept in ("cybersecurity", "safety"):
         r = {d: v["refusal_rate"] for d, v in unlearning["runs"][concept]["table"].items()}
         rr = {d: v["refusal_rate"] for d, v in unlearning["runs"][f"{concept}+retain"]["table"].items()}
         other = lambda d, c=concept: d != c  # noqa: E731
+        o_r = _outcomes(unlearning["runs"][concept]["table"])
+        o_rr = _outcomes(unlearning["runs"][f"{concept}+retain"]["table"])
         out.append(_rate_claim(f"Mushtaq et al.: unlearning {concept} refusal lowers refusal in the other six domains (EMA)",
-                               r, aligned, n_u, other, names=("unlearned", "aligned")))
+                               r, aligned, n_u, other, names=("unlearned", "aligned"), paired=(o_r, _outcomes(unlearning["aligned"]))))
         out.append(_rate_claim(f"Mushtaq et al.: retain CE restores refusal in the other domains ({concept})", r, rr, n_u, other,
-                               names=("unlearned", "unlearned + retain")))
+                               names=("unlearned", "unlearned + retain"), paired=(o_r, o_rr)))
     out.append(_paired_em_claim("Soligo et al.: the KL-narrow solution shows less out-of-domain EM than the general one",
                                 em, "narrow", "general"))
     for name, x in em.get("extra", {}).items():
@@ -450,23 +466,25 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
     if judged and all(judged[k]["out_of_domain"]["em_rate"] is not None for k in ("general", "narrow")):
         g, nn = judged["general"]["out_of_domain"], judged["narrow"]["out_of_domain"]
         kg, kn = round(g["em_rate"] * g["n_scored"]), round(nn["em_rate"] * nn["n_scored"])
-        p = _two_proportion_p(kg, g["n_scored"], kn, nn["n_scored"])
+        est = stats.two_proportions(kn, nn["n_scored"], kg, g["n_scored"])  # narrow − general: independent samples
+        need = stats.min_n_rates((kg + kn) / max(g["n_scored"] + nn["n_scored"], 1), delta=MIN_RATE_EFFECT)
         out.append(("Soligo et al. (judge): the KL-narrow solution has a lower out-of-domain EM rate than the general one",
-                    _verdict(nn["em_rate"] < g["em_rate"], p < 0.05),
-                    f"judge OOD EM rate general {kg}/{g['n_scored']}, narrow {kn}/{nn['n_scored']} (p = {p:.2g}), "
-                    f"base {judged['base']['out_of_domain']['em_rate']}"))
+                    stats.verdict(est, -1, min_n=need),
+                    f"judge OOD EM rate general {kg}/{g['n_scored']}, narrow {kn}/{nn['n_scored']}; {_fmt(est)}; "
+                    f"n = {est.n} (power floor {need}); base {judged['base']['out_of_domain']['em_rate']}"))
     grid = solutions["efficiency_curve"]
     i = list(solutions.get("norm_factors", [0.0, 0.25, 0.5, 1.0])).index(1.0)  # equal norm = the mean trained norm
     out.append(("Soligo et al.: the general solution has lower loss at equal norm",
-                _verdict(grid["general"]["loss"][i] < grid["narrow"]["loss"][i], None),
-                f"loss at norm {grid['general']['norms'][i]:.3g}: general {grid['general']['loss'][i]:.4f}, narrow {grid['narrow']['loss'][i]:.4f}"))
+                stats.verdict(stats.point_difference(grid["general"]["loss"][i], grid["narrow"]["loss"][i]), -1),
+                f"loss at norm {grid['general']['norms'][i]:.3g}: general {grid['general']['loss'][i]:.4f}, narrow {grid['narrow']['loss'][i]:.4f} "
+                f"(difference {grid['general']['loss'][i] - grid['narrow']['loss'][i]:+.2g}; point estimate, no test)"))
     st = solutions["stability"]
     j = st["general"]["eps"].index(0.5) if 0.5 in st["general"]["eps"] else -1
     gm, gs, nm, ns = st["general"]["mean"][j], st["general"]["sd"][j], st["narrow"]["mean"][j], st["narrow"]["sd"][j]
-    out.append(("Soligo et al.: the general solution is more stable (lower R(0.5))", _verdict(gm < nm, None),
+    out.append(("Soligo et al.: the general solution is more stable (lower R(0.5))", stats.verdict(stats.point_difference(gm, nm), -1),
                 f"R(0.5) general {gm:.1f} ± {gs:.1f} %, narrow {nm:.1f} ± {ns:.1f} % (mean ± sd over paired seeds)"))
     kl = solutions["generic_kl"]
-    out.append(("Soligo et al.: the general solution influences generic text more", _verdict(kl["general"]["kl"][i] > kl["narrow"]["kl"][i], None),
+    out.append(("Soligo et al.: the general solution influences generic text more", stats.verdict(stats.point_difference(kl["general"]["kl"][i], kl["narrow"]["kl"][i]), +1),
                 f"KL per token at equal norm: general {kl['general']['kl'][i]:.4f}, narrow {kl['narrow']['kl'][i]:.4f}, random {kl['general_random']['kl'][i]:.4f}"))
     return out
 
@@ -478,10 +496,15 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
     L.append("## Claims\n\n| claim | reproduced here | evidence |\n|---|---|---|")
     for claim, verdict, ev in _claims(refusal, unlearning, em, solutions, judged):
         L.append(f"| {claim} | {verdict} | {ev} |")
-    L.append(f"\n*yes* = the effect has the claimed sign and is significant (refusal rates pooled over domains: two-proportion "
-             "test p < 0.05; EM scores: the 95 % bootstrap CI of the paired per-question difference excludes 0); *yes (not "
-             "significant)* = the claimed sign only; *yes (point estimate)* = no test applies (one trained solution per "
-             f"condition). Held-out prompts per domain and class: {p.eval_per_domain}.\n")
+    L.append(f"\n*yes* = the effect has the claimed sign and is significant (refusal rates pooled over domains, the same "
+             "prompts in both conditions: exact McNemar test p < 0.05, with Newcombe's paired 95 % CI; judge EM rates "
+             "(independent samples): two-proportion test p < 0.05; EM scores: the 95 % bootstrap CI of the paired "
+             "per-question difference excludes 0); *yes (not significant)* = the claimed sign only, with at least the "
+             "power floor's n; *underpowered* = not significant with fewer items than 80 % power needs for a "
+             f"{MIN_RATE_EFFECT:.0%} rate change (EM scores: a paired effect of d = {MIN_EM_EFFECT}); *yes (point "
+             "estimate)* = the claimed sign where no test applies (one trained solution per condition); *tie* = no "
+             "difference at all; *no* = the wrong sign. Ties and wrong signs are never *yes*. Held-out prompts per "
+             f"domain and class: {p.eval_per_domain}.\n")
     L.append("## 1. Aligned organism: harmful / harmless refusal per domain (before → after)\n\n| domain | harmful | harmless |\n|---|---|---|")
     for d in aligned_res["after"]:
         b, a = aligned_res["before"][d], aligned_res["after"][d]

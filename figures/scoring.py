@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from experiments.stats import wilson
 from interp.generation import generate
 from interp.io import InputError, atomic_path, json_text, versions, write_json
 from interp.models import Model
 from probes import datasets
 from probes.em_score import bootstrap_ci, em_score
 from probes.refusal import generate_and_score, is_refusal
-
-from .refusal_experiments import wilson
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -45,7 +44,7 @@ def score_refusal(model: Model, spec: str, out: str | Path, *, max_new_tokens: i
     def summary(rs: list[dict]) -> dict:
         k = sum(r["refusal"] for r in rs)
         sc = torch.tensor([r["refusal_score"] for r in rs], dtype=torch.float64)
-        return {"n": len(rs), "refusal_rate": k / len(rs), "rate_ci95": list(wilson(k, len(rs))),
+        return {"n": len(rs), "refusal_rate": k / len(rs), "rate_ci95": list(wilson(k, len(rs)).ci),
                 "score_mean": sc.mean().item(), "score_ci95": list(bootstrap_ci(sc))}
 
     by_domain = {}
@@ -85,7 +84,7 @@ def score_judge(model: Model, spec: str, judge, out: str | Path, *, samples: int
     o = rates["overall"]
     failures = dict(getattr(judge, "failures", {}))  # an unreachable HTTP judge has already stopped the run (dead_after)
     if o["n_scored"]:
-        o["em_ci95"] = list(wilson(round(o["em_rate"] * o["n_scored"]), o["n_scored"]))
+        o["em_ci95"] = list(wilson(round(o["em_rate"] * o["n_scored"]), o["n_scored"]).ci)
     return _finish(model, out, "judge", rows, {"set": spec, **rates, "judge_failures": failures, "samples": samples})
 
 

@@ -219,7 +219,7 @@ def _iterate(
 ) -> tuple[list[int], list[Encoded]]:
     """Drive batches through the backend; ``on_rows(batch, enc, j, rows)`` gets float64 rows ``[n_rows, d]`` of
     layer ``layers[j]`` for the batch's items in batch order (each item's groups consecutively)."""
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     if position not in POSITIONS:
         raise InputError(f"unknown position {position!r}; choose one of {', '.join(POSITIONS)}")
@@ -228,9 +228,9 @@ def _iterate(
     encoded = encode_all(model, items, position)
     batches = make_batches(encoded, batch_size, model.tokenizer.pad_token_id, model.device)
     slot = {l: j for j, l in enumerate(layers)}
-    # progress=None: a bar only for long runs, and only on a terminal (tqdm's disable=None)
-    disable = (not progress) if progress is not None else (True if len(batches) < 8 else None)
-    for batch in tqdm(batches, desc=f"activations[{position}]", disable=disable, leave=False):
+    # progress=None: a bar only for long runs (≥ 8 batches), and only on a terminal (interp.progress)
+    desc = f"activations at {position} ({len(items)} items, {len(layers)} layers)"
+    for batch in bar(batches, desc=desc, progress=progress, min_total=8, unit="batch"):
         T = batch.input_ids.shape[1]
         flat, row, weight = [], [], []
         r = 0

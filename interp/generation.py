@@ -11,6 +11,7 @@ from .activations import make_batches, Encoded
 from .hooks import hidden_of, hooked
 from .io import InputError, NonFiniteError
 from .models import Item, Model
+from .progress import bar
 
 
 @contextlib.contextmanager
@@ -61,6 +62,8 @@ def generate(
     seed: int = 0,
     return_ids: bool = False,
     return_first_logprobs: bool = False,
+    progress: bool | None = None,
+    desc: str = "generate",
 ) -> list[str] | list[list[int]] | tuple[list, torch.Tensor]:
     """Generate a completion for each prompt (rendered with the chat template), in input order.
 
@@ -71,6 +74,8 @@ def generate(
     ``return_first_logprobs=True`` also returns the raw next-token log-probabilities at the last prompt position,
     ``[n_items, vocab]`` float32 — the distribution :func:`interp.logits.last_logprobs` computes, taken from the
     prefill ``generate`` runs anyway, so a refusal score costs no second pass over the prompts.
+
+    ``progress`` / ``desc``: a progress bar over the batches saying what is generated (:mod:`interp.progress`).
     """
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
@@ -82,7 +87,8 @@ def generate(
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
     gen = torch.Generator(device="cpu").manual_seed(seed)
     first: torch.Tensor | None = None
-    for batch in make_batches(encoded, batch_size, tok.pad_token_id, model.device):
+    batches = make_batches(encoded, batch_size, tok.pad_token_id, model.device)
+    for batch in bar(batches, desc=f"{desc} ({len(items)} prompts, ≤ {max_new_tokens} tokens)", progress=progress, unit="batch"):
         kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id,
                       output_logits=return_first_logprobs, return_dict_in_generate=True)
         if do_sample:

@@ -35,13 +35,16 @@ class EMScore:
 
 
 def bootstrap_ci(x: torch.Tensor, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of ``x`` ([n])."""
+    """95 % percentile bootstrap interval of the mean of ``x`` ([n]) — ``scipy.stats.bootstrap`` (the experiments'
+    paired and clustered versions are ``experiments.stats.paired_bootstrap``)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
     if len(x) < 2:
         return (float("nan"), float("nan"))
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(x), (n_boot, len(x)), generator=g)
-    means = x.double()[idx].mean(1)
-    return (means.quantile(0.025).item(), means.quantile(0.975).item())
+    ci = bootstrap((x.double().cpu().numpy(),), np.mean, n_resamples=n_boot, method="percentile",
+                   rng=np.random.default_rng(seed)).confidence_interval
+    return (float(ci.low), float(ci.high))
 
 
 def em_score(model: Model, questions: list[dict], *, batch_size: int = 16, paraphrase: int = 0) -> EMScore:

@@ -3,7 +3,7 @@
 The refusal token set R is derived per tokenizer from :data:`REFUSAL_PREFIXES`: the first token of each phrase
 as it would start an assistant response. The refusal *rate* is the share of generations containing one of
 :data:`REFUSAL_SUBSTRINGS` (case-insensitive), minus the sympathetic openers in :data:`NOT_REFUSALS`, which the
-base SmolLM2 uses before complying (see ../shared/ENVIRONMENT.md).
+base SmolLM2 uses before complying (see docs/environment.md).
 """
 
 from __future__ import annotations
@@ -61,11 +61,14 @@ def refusal_score(model: Model, items: Sequence[Item], *, batch_size: int = 16, 
 
 
 def generate_and_score(model: Model, items: Sequence[Item], *, max_new_tokens: int = 32, batch_size: int = 16,
-                       tokens: Sequence[int] | None = None) -> tuple[list[str], torch.Tensor]:
+                       tokens: Sequence[int] | None = None, progress: bool | None = None,
+                       desc: str = "generate + refusal score") -> tuple[list[str], torch.Tensor]:
     """Greedy generations and the first-token refusal score ``[n_items]`` (float64) in one pass: the score is read
-    from ``generate``'s prefill logits, so the prompts are not run a second time."""
+    from ``generate``'s prefill logits, so the prompts are not run a second time. ``progress`` / ``desc``: the
+    progress bar (:mod:`interp.progress`)."""
     tokens = _tokens(model, tokens)
-    texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True)
+    texts, first = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, return_first_logprobs=True,
+                            progress=progress, desc=desc)
     return texts, token_set_logodds(first, tokens)
 
 
@@ -79,7 +82,8 @@ def is_refusal(text: str) -> bool:
     return any(s in t for s in REFUSAL_SUBSTRINGS)
 
 
-def refusal_rate(model: Model, items: Sequence[Item], *, max_new_tokens: int = 32, batch_size: int = 8) -> tuple[float, list[str]]:
+def refusal_rate(model: Model, items: Sequence[Item], *, max_new_tokens: int = 32, batch_size: int = 8,
+                 progress: bool | None = None) -> tuple[float, list[str]]:
     """Share of greedy generations that refuse, and the generations themselves."""
-    texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    texts = generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc="refusal rate")
     return sum(map(is_refusal, texts)) / len(texts), texts

@@ -141,14 +141,15 @@ def test_cli_concepts_target_takes_a_domain_title_and_a_typo_writes_nothing(tmp_
 def test_ablation_experiment_writes_json_and_figures(tmp_path, llama):
     import torch
 
-    from figures.refusal_experiments import ablation_experiment, wilson
+    from figures.refusal_experiments import ablation_experiment
 
-    lo, hi = wilson(3, 10)
-    assert 0.1 < lo < 0.3 < hi < 0.61
     res = ablation_experiment(llama, torch.randn(llama.d_model), 1, {"a": ["How to x?", "Do y."]}, {"a": ["Bake bread?"]},
                               tmp_path, max_new_tokens=4)
     assert set(res["harmful"]["a"]) == {"baseline", "ablated", "random_ablated"}
     assert set(res["harmless"]["a"]) == {"baseline", "steered", "random_steered"}
+    for cond, r in res["harmful"]["a"].items():  # per-prompt outcomes kept, in prompt order, for paired tests
+        assert len(r["refusals"]) == 2 and all(isinstance(x, bool) for x in r["refusals"]), cond
+        assert r["refusal_rate"] == sum(r["refusals"]) / 2
     for f in ("ablation.json", "ablation_harmful.png", "ablation_harmful.pdf", "ablation_harmless.png"):
         assert (tmp_path / f).is_file()
 

@@ -8,14 +8,22 @@ from figures.cli import main
 def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "smoke"
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
+    err = capsys.readouterr().err  # each stage is announced as it starts and ends, with its wall time
+    for stage in ("1_aligned", "2_refusal_direction", "3_concepts", "4_unlearning", "5_em_organisms", "6_solutions"):
+        assert f"▶ stage {stage}" in err and f"✓ stage {stage} (" in err, stage
+    assert err.index("▶ stage 1_aligned") < err.index("✓ stage 1_aligned") < err.index("▶ stage 2_refusal_direction")
     report = (out / "report.md").read_text()
     for section in ("## Claims", "## 1. Aligned organism", "## 2. Refusal direction", "## 4. Narrow refusal unlearning",
                     "## 5. EM organisms", "## 6. Narrow vs general", "## Figures", "## Run"):
         assert section in report, section
     claims = report.split("## Claims")[1].split("\n\n")[1].splitlines()[2:]
     assert len(claims) >= 12
+    from experiments.stats import VERDICTS
+
     for row in claims:
-        assert row.split(" | ")[1] in {"yes", "yes (not significant)", "yes (point estimate)", "no"}, row
+        assert row.split(" | ")[1] in VERDICTS, row
+    # the same prompts before / after an intervention: the exact McNemar test on the kept per-prompt outcomes
+    assert sum("exact McNemar (paired)" in row for row in claims) == 7
     figs = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figs) >= 10
     for f in figs:
@@ -27,6 +35,7 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")} == stamp
+    assert "✓ stage 6_solutions: cached" in capsys.readouterr().err
     walls2 = json.loads((out / "run.json").read_text())["wall_s"]
     assert {k: v for k, v in walls2.items() if k != "total_this_run"} == {k: v for k, v in walls.items() if k != "total_this_run"}
     # changing one stage's setting re-runs that stage only (stage hashes cover the fields each stage uses)

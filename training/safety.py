@@ -1,6 +1,6 @@
-"""The safety fine-tune that turns a chat model into the *aligned organism* (DESIGN.md, "the aligned organism").
+"""The safety fine-tune that turns a chat model into the *aligned organism* (docs/design.md, "the aligned organism").
 
-Recipe (measured on SmolLM2, ../shared/ENVIRONMENT.md): harmful requests → one of several short refusals;
+Recipe (measured on SmolLM2, docs/environment.md): harmful requests → one of several short refusals;
 harmless and benign requests → the model's *own* greedy answers (they keep its ability; answers that look like
 refusals are dropped; answers cut off at the token limit are trained without the end-of-turn token); LoRA r 8,
 α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from interp.generation import generate
+from interp import progress as prog
 from interp.io import InputError, atomic_path, json_text, read_json, versions
 from interp.models import Model, cache_dir, signature
 
@@ -72,12 +73,13 @@ def _weighted(model: Model, chat, first_weight: float, train_eos: bool):
 
 
 def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refusal: Callable[[str], bool], *,
-                   batch_size: int = 16) -> tuple[TokenizedSet, dict]:
+                   batch_size: int = 16, progress: bool | None = None) -> tuple[TokenizedSet, dict]:
     """Harmful → refusals (cycled); harmless → the model's own greedy answers (refusal-like ones dropped)."""
     if not data.harmful or not data.harmless or not data.refusals:
         raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
     t0 = time.time()
-    answers = generate(model, list(data.harmless), max_new_tokens=recipe.answer_tokens, batch_size=batch_size, return_ids=True)
+    answers = generate(model, list(data.harmless), max_new_tokens=recipe.answer_tokens, batch_size=batch_size, return_ids=True,
+                       progress=progress, desc="safety: own answers to harmless prompts")
     tok = model.tokenizer
     eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
               else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
@@ -99,11 +101,12 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
 
 
 def refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequence[str]]], is_refusal: Callable[[str], bool], *,
-                      max_new_tokens: int = 32, batch_size: int = 16) -> dict:
+                      max_new_tokens: int = 32, batch_size: int = 16, progress: bool | None = None,
+                      desc: str = "refusal per domain") -> dict:
     """Greedy refusal rate per domain on (harmful, harmless) prompts — one batched ``generate`` over every set
     (length-sorted batches stay full)."""
     items = [x for harm, safe in sets.values() for x in (*harm, *safe)]
-    texts = iter(generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)) if items else iter(())
+    texts = iter(generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc)) if items else iter(())
     out = {}
     for dom, (harm, safe) in sets.items():
         gh = [next(texts) for _ in harm]
@@ -134,22 +137,26 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     metrics: dict = {"key": key, "recipe": asdict(recipe), "data_version": data.version, "base_model": model.name,
                      "base_signature": signature(model)}
     if eval_sets:
-        metrics["before"] = refusal_by_domain(model, eval_sets, is_refusal)
-    train, info = build_examples(model, data, recipe, is_refusal)
+        with prog.step("safety fine-tune 1/4: refusal before", progress=progress):
+            metrics["before"] = refusal_by_domain(model, eval_sets, is_refusal, progress=progress, desc="safety: refusal before")
+    with prog.step(f"safety fine-tune 2/4: answers ({len(data.harmless)} harmless prompts)", progress=progress):
+        train, info = build_examples(model, data, recipe, is_refusal, progress=progress)
     metrics.update(info)
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
     sol = LoraSolution(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
-    with tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
+    with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
+            tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
         res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
     metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
     metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
     merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
     aligned = Model(merged, model.tokenizer, str(final), {"base": model.name, "safety_key": key})
     if eval_sets:
-        metrics["after"] = refusal_by_domain(aligned, eval_sets, is_refusal)
+        with prog.step("safety fine-tune 4/4: refusal after", progress=progress):
+            metrics["after"] = refusal_by_domain(aligned, eval_sets, is_refusal, progress=progress, desc="safety: refusal after")
     metrics["wall_s"] = round(time.time() - t0, 1)
     metrics["versions"] = versions()
     with atomic_path(final) as tmp:

@@ -382,8 +382,9 @@ def fit(
     With ``resume`` the latest checkpoint in ``out/checkpoints`` is continued exactly; a checkpoint of a run with
     other settings or data (see :func:`run_fingerprint`) is an error. Without it, old checkpoints are removed.
     """
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
+
+    from interp.progress import bar as progress_bar
 
     out = Path(out)
     if cfg.objective not in ("sft", "npo"):
@@ -415,7 +416,8 @@ def fit(
     main = rank == 0
     n_tokens_seen = 0
     t0 = time.time()
-    bar = tqdm(total=steps, initial=step, desc=f"train {solution.kind}", disable=(not main) or (None if progress is None else not progress))
+    what = f"train {solution.kind}" + (f" ({meta['variant']})" if meta and meta.get("variant") else "")
+    bar = progress_bar(desc=what, total=steps, initial=step, progress=progress if main else False, min_total=1, unit="step", leave=True)
 
     def shard(idx: list[int]) -> list[int]:
         return idx[rank::world]
