@@ -33,11 +33,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def layer_sweep(model: Model, directions: Directions, harmful: Sequence, harmless: Sequence, out: str | Path, *,
                 positions: Sequence[int] | None = (-1,), layers: Sequence[int] | None = None, kl_threshold: float = 0.1,
-                batch_size: int = 16) -> Selection:
-    """Selection sweep over layers (and offsets) → ``out/selection.json`` and ``out/layer_sweep.{png,pdf}``."""
+                batch_size: int = 16, **select_kw) -> Selection:
+    """Selection sweep over layers (and offsets) → ``out/selection.json`` and ``out/layer_sweep.{png,pdf}``.
+    ``select_kw`` goes to :func:`interp.selection.select_direction` (default here: ``fallback="relaxed_kl"``, kept
+    apart as exploratory; pass ``early_stop=False`` for a fully scored figure)."""
     out = Path(out)
+    select_kw.setdefault("fallback", "relaxed_kl")
     sel = select_direction(model, directions, harmful, harmless, refusal_tokens=refusal_tokens(model.tokenizer),
-                           positions=positions, layers=layers, kl_threshold=kl_threshold, batch_size=batch_size)
+                           positions=positions, layers=layers, kl_threshold=kl_threshold, batch_size=batch_size, **select_kw)
     sel.save(out / "selection.json")
     d = sel.to_dict()
     plots.layer_sweep(d["table"], d["baseline"], out / "layer_sweep", kl_threshold=kl_threshold, title=f"{model.name}: refusal-direction sweep")

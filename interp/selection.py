@@ -109,10 +109,13 @@ class Selection:
         multiplied by ``factor`` until some candidate below the depth limit whose addition induces refusal
         (steering score > the steering threshold) has KL ≤ it (up to ``max_kl``); among those, the lowest ablation
         score. Returns (candidate, threshold used) or None. Needs a fully scored table (``method="naive"`` or
-        ``early_stop=False``); ``select_direction(fallback="relaxed_kl")`` computes the same lazily.
+        ``early_stop=False``); ``select_direction(fallback="relaxed_kl")`` computes the same lazily into
+        ``exploratory``, which this returns when present.
 
         Small models can fail the 0.1 filter at every layer; relaxing KL least keeps the ablated model as coherent
         as possible, where taking the lowest ablation score outright picks layers whose ablation breaks the model."""
+        if self.exploratory is not None and factor == 2.0 and max_kl == 10.0:  # already computed (lazily) by the sweep
+            return self.exploratory["candidate"], self.exploratory["kl_threshold"]
         limit = self.config.get("layer_limit", int(self.config.get("n_layers", 10**9) * self.config.get("max_layer_frac", 0.8)))
         thr = self.config.get("steering_threshold", 0.0)
         ok = [c for c in self.table if c.layer < limit and c.kl == c.kl and c.steering_score == c.steering_score
