@@ -461,14 +461,15 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
         sums = {id(c): 0.0 for c in cs}
         for b in P_harmless.batches:
             hs, as_tuple = _hidden_states(model, b, sorted(by_layer))
-            mask = b.attention_mask.to(hs[next(iter(hs))].dtype)[..., None]  # [B, T, 1]: never steer padding
             for l, group_l in by_layer.items():
+                h = hs[l]  # [B, T, d]
+                mask = b.attention_mask.to(h.dtype)[..., None]  # [B, T, 1]: never steer padding
                 for group in chunks(group_l):
                     k = len(group)
-                    V = torch.stack([check_direction(model, vec[(c.layer, c.pos)], unit=False) * float(alpha) for c in group])  # [k, d]
-                    h = hs[l].to(V.dtype)
+                    # the same arithmetic as steer()'s hook, in the residual's dtype: h + mask · (α v)
+                    V = torch.stack([check_direction(model, vec[(c.layer, c.pos)], unit=False) * float(alpha) for c in group]).to(h.dtype)
                     start = torch.cat([h + mask * V[j] for j in range(k)]) if k > 1 else h + mask * V[0]  # [k·B, T, d]
-                    with _start_after(model, l, start.to(hs[l].dtype), as_tuple):
+                    with _start_after(model, l, start, as_tuple):
                         lp = _forward_last(model, b, k)  # [k, B, V]
                     for c, q in zip(group, lp):
                         sums[id(c)] += token_set_logodds(q, tokens).sum().item()
