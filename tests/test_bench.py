@@ -17,6 +17,7 @@ TINY_ARGS = {
     "generation": ["--new-tokens", "2", "--batch-size", "2", "--repeats", "1"],
     "solutions": ["--n", "2", "--repeats", "1"],
     "training": ["--steps", "1", "--batch", "2", "--repeats", "1"],
+    "selection": ["--n", "2", "--n-train", "2", "--repeats", "1", "--candidate-batch", "2"],
 }
 
 

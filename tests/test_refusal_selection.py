@@ -56,14 +56,17 @@ def test_refusal_tokens_and_substrings(llama):
 def test_selection_sweep_table_filters_and_best(llama, tmp_path):
     d = mean_diff(llama, HARMFUL, HARMLESS, position="post_instruction")
     toks = refusal_tokens(llama.tokenizer)
-    sel = select_direction(llama, d, HARMFUL, HARMLESS, refusal_tokens=toks, positions=[-1, -2], kl_threshold=10.0)
+    sel = select_direction(llama, d, HARMFUL, HARMLESS, refusal_tokens=toks, positions=[-1, -2], kl_threshold=10.0,
+                           steering_threshold=-1e9)
     assert len(sel.table) == 2 * llama.n_layers
-    assert all((c.layer >= 0.8 * llama.n_layers) <= (not c.passed) for c in sel.table)
+    limit = int(0.8 * llama.n_layers)  # the published prune: int(L · 0.8) = 3 of 4 layers
+    assert sel.config["layer_limit"] == limit == 3
     for c in sel.table:
-        if c.passed:
-            assert c.kl <= 10.0 and c.steering_score > sel.baseline["harmless_score"] and c.layer < 3.2
-    if sel.best is not None:
-        assert sel.best.ablation_score == min(c.ablation_score for c in sel.table if c.passed)
+        if c.layer >= limit:  # pruned before any pass: not scored
+            assert c.failed == ["layer"] and not c.passed and c.kl != c.kl and "not scored" in c.reason
+        else:
+            assert c.passed and c.kl <= 10.0
+    assert sel.status == "selected" and sel.best.ablation_score == min(c.ablation_score for c in sel.table if c.passed)
     # the steering score in the table is the one measured directly
     c0 = sel.table[0]
     with steer(llama, d.vector(c0.layer, c0.pos), layers=[c0.layer]):
@@ -71,17 +74,20 @@ def test_selection_sweep_table_filters_and_best(llama, tmp_path):
     assert abs(direct - c0.steering_score) < 1e-6
     path = sel.save(tmp_path / "selection.json")
     data = json.loads(path.read_text())
-    assert len(data["table"]) == 8 and "baseline" in data and "versions" in data["config"]
+    assert len(data["table"]) == 8 and "baseline" in data and "versions" in data["config"] and data["status"] == "selected"
     with pytest.raises(InputError):
         select_direction(llama, d, [], HARMLESS, refusal_tokens=toks)
+    with pytest.raises(InputError, match="candidate_batch"):
+        select_direction(llama, d, HARMFUL, HARMLESS, refusal_tokens=toks, candidate_batch=0)
 
 
 def test_relaxed_selection_relaxes_the_kl_filter_least():
     from interp.selection import Candidate, Selection
 
     table = [Candidate(2, -1, 0.5, 1.0, 3.0, False, "KL"),      # lowest ablation but KL 3: a broken model
-             Candidate(4, -1, 1.0, 0.0, 0.3, False, "KL"),      # admitted at threshold 0.4 → chosen
+             Candidate(4, -1, 1.0, 0.2, 0.3, False, "KL"),      # admitted at threshold 0.4 → chosen
              Candidate(5, -1, 1.2, 0.5, 0.35, False, "KL"),     # also admitted, higher ablation score
+             Candidate(6, -1, 0.9, -0.5, 0.32, False, "steer"), # addition does not induce refusal (score ≤ 0)
              Candidate(3, -1, 0.1, -9.0, 0.05, False, "steer"), # addition does not induce refusal
              Candidate(9, -1, -5.0, 2.0, 0.0, False, "depth")]  # beyond 80 % depth
     sel = Selection(None, table, {"harmful_score": 2.0, "harmless_score": -1.0},
