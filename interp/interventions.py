@@ -229,6 +229,9 @@ def ablation_lora(model: Model, direction: torch.Tensor, *, adapter_name: str = 
 
     Linear writers get ``B = −r̂`` and ``A = r̂ᵀ W`` (so ``BA = −r̂ r̂ᵀ W``); the embedding gets
     ``A = (E r̂)ᵀ``, ``B = −r̂``; scaling α/r = 1. Returns a :class:`Model` whose ``hf`` is a ``PeftModel``.
+    With tied embeddings the embedding LoRA changes the lookup only, never the unembedding, as activation ablation
+    does (peft's warning that ``ensure_weight_tying`` is off is expected; merging such an adapter into the shared
+    weight would edit the unembedding too).
     """
     from peft import LoraConfig, get_peft_model
 
