@@ -109,3 +109,37 @@ def test_export_never_overwrites_an_unrelated_directory(llama, tmp_path):
     with pytest.raises(InputError, match="zero norm"):
         export_orthogonalized(llama, torch.zeros(llama.d_model), tmp_path / "z")
     assert not (tmp_path / "z").exists()
+
+
+def test_cli_orthogonalize_writes_a_loadable_model_and_adapter(llama, tmp_path, capsys):
+    from peft import PeftModel
+
+    from figures.cli import main
+    from interp.directions import Directions
+
+    vectors = torch.randn(2, llama.n_layers, llama.d_model)  # two template offsets
+    d = Directions(vectors, list(range(llama.n_layers)), {"kind": "mean_diff", "positive": "p", "negative": "n"}).save(tmp_path / "d.safetensors")
+    kw, mask = _padded(llama)
+    with ablate(llama, vectors[0, 2]):  # layer 2, offset -2
+        ablated = _logits(llama.hf, kw)
+
+    out = tmp_path / "ortho"
+    assert main(["orthogonalize", "--model", "tiny-random-llama", "--directions", str(d), "--layer", "2", "--pos", "-2", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["out"] == str(out) and printed["kind"] == "orthogonalized_model"
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out).eval(), kw)[mask], ablated[mask], atol=1e-4, rtol=0)
+    source = json.loads((out / SIDECAR).read_text())["source"]
+    assert source["layer"] == 2 and source["pos"] == -2 and source["positive"] == "p"
+
+    out = tmp_path / "lora"
+    assert main(["orthogonalize", "--model", "tiny-random-llama", "--directions", str(d), "--layer", "2", "--pos", "-2",
+                 "--out", str(out), "--lora"]) == 0
+    capsys.readouterr()
+    peft = PeftModel.from_pretrained(load_model("tiny-random-llama").hf, str(out)).eval()
+    torch.testing.assert_close(_logits(peft, kw)[mask], ablated[mask], atol=1e-4, rtol=0)
+
+    gemma = tmp_path / "g.safetensors"
+    Directions(torch.randn(4, 64), list(range(4))).save(gemma)
+    assert main(["orthogonalize", "--model", "tiny-random-gemma2", "--directions", str(gemma), "--layer", "1", "--out", str(tmp_path / "g")]) == 2
+    assert "cannot reproduce activation ablation exactly" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
