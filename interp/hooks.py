@@ -159,7 +159,7 @@ def active_interventions(hf: nn.Module) -> list[Intervention]:
 
 
 def _cache_length(kwargs: dict) -> int:
-    """Tokens already in the KV cache of a decoder forward (the argument is ``cache`` in transformers ≥ 5.2x,
+    """Tokens already in the KV cache of a decoder forward (the argument is ``cache`` in transformers 5.24,
     ``past_key_values`` before)."""
     for key in ("cache", "past_key_values"):
         past = kwargs.get(key)
