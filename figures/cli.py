@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--alpha", type=float, default=1.0)
             p.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
 
+    p = sub.add_parser("orthogonalize", help="export a direction's ablation: a standalone HF model with it orthogonalised "
+                                             "out of the weights (or, with --lora, a rank-1 peft adapter)")
+    _common(p)
+    p.add_argument("--directions", required=True, help="directions .safetensors (from `em-interp directions`)")
+    p.add_argument("--layer", type=int, required=True, help="layer of the direction")
+    p.add_argument("--pos", type=int, default=-1, help="template offset of the direction")
+    p.add_argument("--lora", action="store_true", help="write the edit as a rank-1 LoRA adapter for the unedited base")
+    _mismatch(p)
+
     p = sub.add_parser("score", help="score behaviour: refusal, reference-answer EM, or a judge's EM rate")
     p.add_argument("kind", choices=["refusal", "em", "judge"])
     _common(p)
@@ -242,6 +251,9 @@ def _run(args: argparse.Namespace) -> int:
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
                                             max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
                                             allow_model_mismatch=args.allow_model_mismatch)
+        elif args.command == "orthogonalize":
+            res = experiments.run_orthogonalize(args.model, args.directions, args.out, layer=args.layer, pos=args.pos,
+                                                lora=args.lora, device=args.device, allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "score":
             res = experiments.run_score(args.kind, args.model, args.set, args.out, adapter=args.adapter, judge=args.judge,
                                         samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,

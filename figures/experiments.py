@@ -159,6 +159,23 @@ def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out
     return {"result": str(path), "refusal_rate": {k: v["refusal_rate"] for k, v in res.items() if k != "config"}}
 
 
+def run_orthogonalize(model_name: str, directions: str, out: str | Path, *, layer: int, pos: int = -1, lora: bool = False,
+                      device: str | None = None, allow_model_mismatch: bool = False) -> dict:
+    """The ablation of one direction exported to ``out``: a standalone HF model with it orthogonalised out of the
+    weights, or with ``lora`` the same edit as a rank-1 peft adapter (:func:`interp.export.export_orthogonalized`)."""
+    from interp.directions import Directions
+    from interp.export import export_orthogonalized
+
+    model = load_model(model_name, device=device)
+    d = Directions.load(directions, model=model, allow_mismatch=allow_model_mismatch)
+    source = {"directions": str(directions), "layer": layer, "pos": pos,
+              **{k: d.meta[k] for k in ("kind", "model", "position", "positive", "negative") if k in d.meta}}
+    path = export_orthogonalized(model, d.vector(layer, pos), out, lora=lora, source=source)
+    load = (f"PeftModel.from_pretrained(<{model_name}>, {str(path)!r})" if lora
+            else f"AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    return {"kind": "ablation_lora" if lora else "orthogonalized_model", "out": str(path), "load_with": load}
+
+
 def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out: str | Path, *, pos: int = -1,
                       positive: str | None = None, negative: str | None = None, position: str = "last_prompt",
                       top_k: int = 10, device: str | None = None) -> dict:

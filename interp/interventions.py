@@ -1,18 +1,19 @@
 """Interventions on a direction (definitions 3–4): directional ablation, activation addition (steering),
 weight orthogonalisation and the same edit as a rank-1 LoRA. All work during ``generate`` with the KV cache.
 
-- :func:`ablate` — ``h ← h − (h·r̂) r̂`` at block inputs and attention / MLP outputs of the chosen layers.
+- :func:`ablate` — ``h ← h − (h·r̂) r̂`` at block inputs and wherever an attention / MLP output enters the
+  residual stream (after Gemma 2/3's post-attention / post-feed-forward norms) in the chosen layers.
 - :func:`steer` — ``h_l ← h_l + α v`` at block outputs, for every sequence of the batch, never on padding.
 - :func:`orthogonalize_weights` — ``W ← W − r̂ r̂ᵀ W`` for every matrix writing into the residual stream.
 - :func:`ablation_lora` — that weight edit as a rank-1 peft LoRA (B = −r̂, A = r̂ᵀ W).
 
-Contexts compose (hooks apply in the order the contexts were entered) and always clean up.
+Contexts compose (hooks apply in the order the contexts were entered) and always clean up. Each activation-space
+intervention is an :class:`~interp.hooks.Intervention`, so every backend applies it (see ``interp.backends``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from dataclasses import dataclass
 from typing import Iterator, Literal, Sequence
@@ -20,7 +21,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 from torch import nn
 
-from .hooks import decoder, hidden_of, hooked, with_hidden
+from .hooks import Edit, Intervention, intervening, plain_copy
 from .io import InputError, NonFiniteError
 from .models import Model
 
@@ -50,18 +51,35 @@ def check_direction(model: Model, direction: torch.Tensor, *, what: str = "direc
 
 @dataclass
 class ResidualWriters:
-    """Modules that write into the residual stream: the token embedding, and per layer the attention output
-    projection and the MLP output projection (``nn.Linear`` with ``out_features == d_model``)."""
+    """Where each layer writes into the residual stream.
+
+    ``attn_write[l]`` / ``mlp_write[l]`` are the modules whose output is *added* to the residual stream: the
+    attention / MLP blocks themselves, or — in families with sandwich norms (Gemma 2/3) — the post-attention /
+    post-feed-forward norms that follow them. ``attn_out`` / ``mlp_out`` are the output projections (``o_proj`` /
+    ``down_proj``, ``out_features == d_model``) that the weight-space forms edit; ``embedding`` the token
+    embedding. ``post_norms`` says whether the written value is normalised after those projections (then no
+    weight edit reproduces the ablation exactly).
+    """
 
     embedding: nn.Embedding
-    attn: list[nn.Module]  # the attention blocks (their output is added to the residual)
+    attn: list[nn.Module]  # the attention blocks
     mlp: list[nn.Module]  # the MLP blocks
     attn_out: list[nn.Linear]
     mlp_out: list[nn.Linear]
+    attn_write: list[nn.Module]
+    mlp_write: list[nn.Module]
+    post_norms: bool
+
+
+_POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")  # Gemma 2/3; Llama's post_attention_layernorm
+# is the *pre*-MLP norm, so the pair is only a sandwich when post_feedforward_layernorm exists too.
 
 
 def residual_writers(model: Model) -> ResidualWriters:
-    attn, mlp, attn_out, mlp_out = [], [], [], []
+    attn, mlp, attn_out, mlp_out, attn_write, mlp_write = [], [], [], [], [], []
+    sandwich = [hasattr(layer, _POST_NORMS[1]) for layer in model.layers]
+    if len(set(sandwich)) > 1:
+        raise InputError(f"{model.name}: only some blocks have a {_POST_NORMS[1]}; cannot tell where they write")
     for i, layer in enumerate(model.layers):
         a, m = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
         if a is None or m is None or not hasattr(a, "o_proj") or not hasattr(m, "down_proj"):
@@ -70,17 +88,17 @@ def residual_writers(model: Model) -> ResidualWriters:
         mlp.append(m)
         attn_out.append(a.o_proj)
         mlp_out.append(m.down_proj)
-    return ResidualWriters(model.hf.get_input_embeddings(), attn, mlp, attn_out, mlp_out)
+        attn_write.append(getattr(layer, _POST_NORMS[0]) if sandwich[0] else a)
+        mlp_write.append(getattr(layer, _POST_NORMS[1]) if sandwich[0] else m)
+    return ResidualWriters(model.hf.get_input_embeddings(), attn, mlp, attn_out, mlp_out, attn_write, mlp_write, sandwich[0])
 
 
 def _check_weight_form_exact(model: Model) -> None:
-    layer = model.layers[0]
-    for name in ("post_feedforward_layernorm",):  # Gemma 2/3 sandwich norms
-        if hasattr(layer, name):
-            raise InputError(
-                f"{model.name} normalises sub-layer outputs before the residual add ({name}); weight orthogonalisation "
-                "cannot reproduce activation ablation exactly there — use interp.ablate()"
-            )
+    if residual_writers(model).post_norms:
+        raise InputError(
+            f"{model.name} normalises sub-layer outputs before the residual add ({_POST_NORMS[1]}); weight "
+            "orthogonalisation cannot reproduce activation ablation exactly there — use interp.ablate()"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -95,12 +113,17 @@ def _project_out(h: torch.Tensor, r_col: torch.Tensor, r_row_neg: torch.Tensor) 
 
 @contextlib.contextmanager
 def ablate(model: Model, direction: torch.Tensor, *, layers: Sequence[int] | str = "all") -> Iterator[None]:
-    """Project the direction out of the block inputs and the attention / MLP outputs of ``layers``.
+    """Project the direction out of every write into the residual stream of ``layers``, and of their inputs.
 
-    With ``layers="all"`` this equals :func:`orthogonalize_weights` (the block-0 input is the embedding). Then
-    the inputs of blocks 1… are sums of already-ablated writes, so only block 0's input is hooked (same result,
-    a third fewer hooks during generation).
-    Applies to prompt and generated tokens alike (padding is never attended to, so it needs no mask).
+    Sites, per chosen layer ``l``: the input of block ``l``, and the attention and MLP contributions exactly as
+    they are added to the residual stream — the outputs of ``self_attn`` / ``mlp``, or for families with sandwich
+    norms (Gemma 2/3) the outputs of ``post_attention_layernorm`` / ``post_feedforward_layernorm`` (projecting
+    before a norm would let the norm's per-channel gain put a component along r̂ back).
+    With ``layers="all"`` the input of block 0 (= the embedding output, the first write) and every write are
+    ablated; the inputs of blocks 1… are sums of ablated writes, so they are not hooked again (same result up to
+    float rounding, a third fewer hooks during generation). Then ``h_l·r̂ = 0`` at every block input and output.
+    Applies to prompt and generated tokens alike (padding is never attended to, so it needs no mask); every
+    backend applies it (it is an :class:`~interp.hooks.Intervention`).
     """
     r = check_direction(model, direction)
     idx = model.check_layers(None if layers == "all" else layers)
@@ -114,18 +137,10 @@ def ablate(model: Model, direction: torch.Tensor, *, layers: Sequence[int] | str
             cache[key] = (rr[:, None].contiguous(), (-rr)[None, :].contiguous())
         return _project_out(h, *cache[key])
 
-    def pre(module, args, kwargs):
-        if args:
-            return (proj(args[0]), *args[1:]), kwargs
-        kwargs["hidden_states"] = proj(kwargs["hidden_states"])
-        return args, kwargs
-
-    def post(module, args, output):
-        return with_hidden(output, proj(hidden_of(output)))
-
     inputs = [0] if len(idx) == model.n_layers else idx
-    forward = [(w.attn[l], post) for l in idx] + [(w.mlp[l], post) for l in idx]
-    with hooked(forward=forward, pre=[(model.layers[l], pre) for l in inputs]):
+    edits = [Edit(model.layers[l], "input", proj) for l in inputs]
+    edits += [Edit(w.attn_write[l], "output", proj) for l in idx] + [Edit(w.mlp_write[l], "output", proj) for l in idx]
+    with intervening(model.hf, Intervention("ablate", edits)):
         yield
 
 
@@ -148,38 +163,25 @@ def steer(
         raise InputError(f"alpha must be a finite number, got {alpha!r}")
     if positions not in ("all", "prompt", "generated"):
         raise InputError(f"positions must be 'all', 'prompt' or 'generated', got {positions!r}")
-    v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)
+    v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)  # [d]
     if not torch.isfinite(v).all():
         raise NonFiniteError(f"steer alpha={alpha:g}: alpha × the steering vector overflows float32")
     idx = model.check_layers(layers)
     state: dict = {}
-    base = decoder(model.hf)
 
-    def capture_mask(module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        emb = kwargs.get("inputs_embeds")
-        T = (ids if ids is not None else emb).shape[1]
-        mask = kwargs.get("attention_mask")
-        past = kwargs.get("past_key_values")
-        past_len = past.get_seq_length() if past is not None and hasattr(past, "get_seq_length") else 0
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            cur = mask[:, -T:]
-        else:
-            B = (ids if ids is not None else emb).shape[0]
-            cur = torch.ones(B, T, device=model.device, dtype=torch.long)
-        on = positions == "all" or (positions == "prompt") == (past_len == 0)
-        state["mask"] = cur.to(v.dtype)[..., None] if on else None
-        return None
+    def begin(mask: torch.Tensor, prefill: bool) -> None:  # mask: [B, T] of this forward's tokens
+        on = positions == "all" or (positions == "prompt") == prefill
+        state["mask"] = mask.to(v.dtype)[..., None] if on else None  # [B, T, 1]
 
-    def add(module, args, output):
+    def add(h: torch.Tensor) -> torch.Tensor:  # h: [B, T, d]
         mask = state.get("mask")
         if mask is None:
-            return None
-        h = hidden_of(output)
-        return with_hidden(output, h + mask.to(h.dtype) * v.to(h.dtype))
+            return h
+        return h + mask.to(h) * v.to(h)
 
+    edits = [Edit(model.layers[l], "output", add) for l in idx]
     try:
-        with hooked(forward=[(model.layers[l], add) for l in idx], pre=[(base, capture_mask)]):
+        with intervening(model.hf, Intervention("steer", edits, begin)):
             yield
     except NonFiniteError as e:  # name the setting that did it
         raise NonFiniteError(f"steer alpha={alpha:g} at layer(s) {idx}: {e}") from None
@@ -211,7 +213,7 @@ def orthogonalize_weights(model: Model, direction: torch.Tensor, *, inplace: boo
     unembedding keeps its original weights (as activation ablation does)."""
     _check_weight_form_exact(model)
     r = check_direction(model, direction)
-    target = model if inplace else Model(copy.deepcopy(model.hf), model.tokenizer, model.name, dict(model.meta))
+    target = model if inplace else Model(plain_copy(model.hf), model.tokenizer, model.name, dict(model.meta))
     target.meta.pop("_tl_bridge", None)
     target.meta.pop("_nnsight", None)
     out_emb = target.hf.get_output_embeddings()
@@ -232,12 +234,15 @@ def ablation_lora(model: Model, direction: torch.Tensor, *, adapter_name: str = 
 
     Linear writers get ``B = −r̂`` and ``A = r̂ᵀ W`` (so ``BA = −r̂ r̂ᵀ W``); the embedding gets
     ``A = (E r̂)ᵀ``, ``B = −r̂``; scaling α/r = 1. Returns a :class:`Model` whose ``hf`` is a ``PeftModel``.
+    With tied embeddings the embedding LoRA changes the lookup only, never the unembedding, as activation ablation
+    does (peft's warning that ``ensure_weight_tying`` is off is expected; merging such an adapter into the shared
+    weight would edit the unembedding too).
     """
     from peft import LoraConfig, get_peft_model
 
     _check_weight_form_exact(model)
     r = check_direction(model, direction)
-    hf = copy.deepcopy(model.hf)
+    hf = plain_copy(model.hf)
     wrapped = Model(hf, model.tokenizer, model.name, {k: v for k, v in model.meta.items() if not k.startswith("_")})
     w = residual_writers(wrapped)
     names = {m: n for n, m in hf.named_modules()}

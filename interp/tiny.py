@@ -2,7 +2,9 @@
 
 Each has a byte-level tokenizer (256 byte tokens + chat specials, so any text round-trips) and its family's
 style of chat template, so template-dependent code (response masks, post-instruction positions) is exercised
-on three different templates.
+on three different templates. Gemma 2 and Gemma 3 normalise each sub-layer's output before adding it to the
+residual stream (post-attention / post-feed-forward norms) and tie their embeddings: the architecture case for
+exact ablation and for refusing a weight-space form.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
     LlamaConfig,
@@ -20,7 +26,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-TINY_MODELS = ("tiny-random-llama", "tiny-random-qwen2", "tiny-random-gemma")
+TINY_MODELS = ("tiny-random-llama", "tiny-random-qwen2", "tiny-random-gemma", "tiny-random-gemma2", "tiny-random-gemma3")
 
 # ChatML with a default system prompt, like SmolLM2's template.
 _CHATML_SYSTEM = (
@@ -69,9 +75,15 @@ def build_tiny(name: str, *, seed: int = 0, n_layers: int = 4, d_model: int = 64
     elif name == "tiny-random-qwen2":
         tok = byte_tokenizer(["<|im_start|>", "<|im_end|>", "<|endoftext|>"], _CHATML, bos=None, eos="<|im_end|>", pad="<|endoftext|>")
         cfg_cls, model_cls, extra = Qwen2Config, Qwen2ForCausalLM, {"tie_word_embeddings": False}
-    elif name == "tiny-random-gemma":
+    elif name in ("tiny-random-gemma", "tiny-random-gemma2", "tiny-random-gemma3"):
         tok = byte_tokenizer(["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"], _GEMMA, bos="<bos>", eos="<end_of_turn>", pad="<pad>")
-        cfg_cls, model_cls, extra = GemmaConfig, GemmaForCausalLM, {"tie_word_embeddings": True, "head_dim": d_model // 4}
+        extra = {"tie_word_embeddings": True, "head_dim": d_model // 4}
+        if name == "tiny-random-gemma":
+            cfg_cls, model_cls = GemmaConfig, GemmaForCausalLM
+        else:  # sandwich norms; query scale 1/sqrt(head_dim) and alternating sliding / full attention, as published
+            kinds = ["sliding_attention", "full_attention"]
+            extra.update(query_pre_attn_scalar=d_model // 4, layer_types=[kinds[i % 2] for i in range(n_layers)])
+            cfg_cls, model_cls = (Gemma2Config, Gemma2ForCausalLM) if name == "tiny-random-gemma2" else (Gemma3TextConfig, Gemma3ForCausalLM)
     else:
         raise ValueError(f"unknown tiny model {name!r}; choose one of {', '.join(TINY_MODELS)}")
     config = cfg_cls(
@@ -87,6 +99,7 @@ def build_tiny(name: str, *, seed: int = 0, n_layers: int = 4, d_model: int = 64
         bos_token_id=tok.bos_token_id,
         **extra,
     )
+    config.architectures = [model_cls.__name__]  # as a saved checkpoint records it (TransformerLens reads it)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
@@ -96,6 +109,12 @@ def build_tiny(name: str, *, seed: int = 0, n_layers: int = 4, d_model: int = 64
             for p in model.parameters():
                 if p.dim() >= 2:
                     p.normal_(0.0, 0.15)
+            if name in ("tiny-random-gemma2", "tiny-random-gemma3"):
+                # Per-channel norm gains (Gemma's scale is 1 + w, w = 0 at init): with uniform gains a norm only
+                # rescales each token, so a post-norm could not put a component along a direction back.
+                for n, p in model.named_parameters():
+                    if p.dim() == 1 and n.endswith("norm.weight"):
+                        p.normal_(0.0, 0.3)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     return model.float().eval(), tok

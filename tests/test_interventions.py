@@ -5,8 +5,10 @@ import torch
 
 from interp import InputError, collect_activations
 from interp.activations import encode_all, make_batches
+from interp import load_model
 from interp.generation import generate
-from interp.interventions import ablate, ablation_lora, orthogonalize_weights, steer
+from interp.hooks import hidden_of, hooked
+from interp.interventions import ablate, ablation_lora, orthogonalize_weights, residual_writers, steer
 
 from .conftest import PROMPTS
 
@@ -47,6 +49,86 @@ def test_ablated_activations_have_no_component_along_direction(llama):
     r_hat = r / r.norm()
     assert (acts @ r_hat).abs().max() < 1e-4
     assert (collect_activations(llama, PROMPTS) @ r_hat).abs().max() > 1e-2
+
+
+def _residual_spy(model, blocks, seen):
+    """Hooks recording ``(where, l, h)`` of the inputs and outputs of ``blocks`` into ``seen`` (h: [B, T, d])."""
+    pre = [(model.layers[l], lambda m, a, k, l=l: seen.append(("in", l, (a[0] if a else k["hidden_states"]).detach().clone())))
+           for l in blocks]
+    post = [(model.layers[l], lambda m, a, o, l=l: seen.append(("out", l, hidden_of(o).detach().clone()))) for l in blocks]
+    return hooked(forward=post, pre=pre)
+
+
+def _worst_relative_component(seen, r_hat):
+    """max over recorded residual vectors (non-zero ones) of |h·r̂| / ‖h‖."""
+    worst = 0.0
+    for _, _, h in seen:
+        h = h.reshape(-1, h.shape[-1]).double()
+        n = h.norm(dim=-1)
+        keep = n > 0
+        worst = max(worst, float(((h[keep] @ r_hat.double()).abs() / n[keep]).max()))
+    return worst
+
+
+@pytest.mark.parametrize("name", ["tiny-random-llama", "tiny-random-qwen2", "tiny-random-gemma2", "tiny-random-gemma3"])
+def test_ablation_removes_the_direction_at_every_block_input_and_output(name):
+    """Definition 3 on every family, Gemma 2/3's post-norms included: with the ablation active, h·r̂ = 0 (relative
+    1e-5) at the input and output of every block, over the prompt forward and every generated token."""
+    model = load_model(name)
+    r = torch.randn(model.d_model)
+    r_hat = r / r.norm()
+    everything = range(model.n_layers)
+    seen: list = []
+    with ablate(model, r), _residual_spy(model, everything, seen):  # the spy runs after the ablation's hooks
+        generate(model, PROMPTS, max_new_tokens=4, batch_size=5)
+    assert {(w, l) for w, l, _ in seen} == {(w, l) for w in ("in", "out") for l in everything}
+    assert any(h.shape[1] == 1 for _, _, h in seen)  # generated tokens (KV-cache steps) were recorded too
+    assert _worst_relative_component(seen, r_hat) <= 1e-5
+    plain: list = []
+    with _residual_spy(model, everything, plain):
+        generate(model, PROMPTS, max_new_tokens=4, batch_size=5)
+    assert _worst_relative_component(plain, r_hat) > 1e-2  # without it the direction is there
+    # some layers only: their inputs and outputs (a later block's input is an earlier block's output)
+    seen.clear()
+    with ablate(model, r, layers=[1, 2]), _residual_spy(model, [1, 2], seen):
+        generate(model, PROMPTS[:2], max_new_tokens=3)
+    assert _worst_relative_component(seen, r_hat) <= 1e-5
+
+
+def test_ablation_sites_are_where_writes_enter_the_residual_stream():
+    """Llama-style blocks add self_attn / mlp outputs; Gemma 2/3 add the outputs of their post-norms."""
+    llama, gemma2 = load_model("tiny-random-llama"), load_model("tiny-random-gemma2")
+    w = residual_writers(llama)
+    assert not w.post_norms and w.attn_write[0] is llama.layers[0].self_attn and w.mlp_write[0] is llama.layers[0].mlp
+    w = residual_writers(gemma2)
+    assert w.post_norms
+    assert w.attn_write[3] is gemma2.layers[3].post_attention_layernorm and w.mlp_write[3] is gemma2.layers[3].post_feedforward_layernorm
+
+
+def test_steer_positions_split_prefill_and_generated_steps(llama):
+    """``positions="generated"`` leaves the prompt forward alone and adds α v in every KV-cache step (the first
+    one exactly: same token, same cache); ``"prompt"`` the reverse."""
+    v = torch.randn(llama.d_model) * 5
+    layer = 2
+
+    def run(**kw):
+        seen: list = []
+        ctx = steer(llama, v, layers=[layer], **kw) if kw else torch.no_grad()
+        with ctx, _residual_spy(llama, [layer], seen):
+            ids = generate(llama, PROMPTS[:2], max_new_tokens=4, return_ids=True)
+        return ids, [h for w, _, h in seen if w == "out"]
+
+    plain_ids, plain = run()
+    gen_ids, gen = run(positions="generated", alpha=1.0)
+    prompt_ids, prompt = run(positions="prompt", alpha=1.0)
+    assert gen[0].shape[1] > 1 and gen[1].shape[1] == 1  # prefill, then the first cached step
+    assert [g[0] for g in gen_ids] == [p[0] for p in plain_ids]
+    torch.testing.assert_close(gen[0], plain[0], atol=0, rtol=0)
+    torch.testing.assert_close(gen[1] - plain[1], v.expand_as(gen[1]), atol=1e-4, rtol=0)
+    diff = prompt[0] - plain[0]  # [B, T, d]: α v on every real prompt token, 0 on padding
+    torch.testing.assert_close(diff[:, -1], v.expand_as(diff[:, -1]), atol=1e-4, rtol=0)
+    steered = (diff - v).norm(dim=-1) < 1e-3
+    assert bool((steered | (diff.norm(dim=-1) == 0)).all()) and not bool(steered.all())  # the shorter prompt is padded
 
 
 def test_steer_adds_alpha_v_to_every_sequence_never_padding(llama):
