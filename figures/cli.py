@@ -109,11 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["refusal", "em", "judge"])
     _common(p)
     p.add_argument("--adapter", default=None, help="trained solution to apply: a peft adapter or steering-vector directory (or its train --out)")
-    p.add_argument("--set", required=True, help="data set NAME[:SPLIT] (see probes.datasets.names())")
+    p.add_argument("--set", default=None, help="data set NAME[:SPLIT] (see probes.datasets.names())")
     p.add_argument("--judge", default=None, help="judge: an OpenAI-compatible URL or a model name (kind=judge)")
-    p.add_argument("--samples", type=_count, default=1, help="answers per paraphrase (kind=judge)")
+    p.add_argument("--questions", default=None, help="kind=judge: a Betley-format question YAML (instead of --set)")
+    p.add_argument("--samples", type=_count, default=None, help="kind=judge: answers per paraphrase (default: each "
+                   "question's samples_per_paraphrase, else 1)")
+    p.add_argument("--temperature", type=float, default=None, help="kind=judge: sampling temperature (default 1; 0 = greedy)")
+    p.add_argument("--concurrency", type=_count, default=None, help="kind=judge: HTTP judge requests in flight (default 16)")
+    p.add_argument("--judge-model", default=None, help="kind=judge: model name sent to an HTTP judge (default gpt-4o)")
     p.add_argument("--limit", type=_count, default=None)
-    p.add_argument("--max-new-tokens", type=_count, default=None)
+    p.add_argument("--max-new-tokens", type=_count, default=None, help="answer length (default: refusal 32, judge 600)")
 
     p = sub.add_parser("sae-decompose", help="decompose a direction into sparse-autoencoder latents")
     _common(p)
@@ -204,8 +209,14 @@ def main(argv: list[str] | None = None) -> int:
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
                                             max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
         elif args.command == "score":
-            res = experiments.run_score(args.kind, args.model, args.set, args.out, adapter=args.adapter, judge=args.judge,
-                                        samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device)
+            if args.questions and args.kind != "judge":
+                raise InputError(f"--questions is for score judge; score {args.kind} takes --set")
+            spec = args.questions or args.set
+            if not spec:
+                raise InputError(f"score {args.kind} needs --set NAME[:SPLIT]" + (" or --questions FILE.yaml" if args.kind == "judge" else ""))
+            res = experiments.run_score(args.kind, args.model, spec, args.out, adapter=args.adapter, judge=args.judge,
+                                        samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+                                        temperature=args.temperature, concurrency=args.concurrency, judge_model=args.judge_model)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "sae-decompose":
             res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
