@@ -20,6 +20,7 @@ draws paraphrases at random), and a question's ``system`` prompt is sent as a sy
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -30,6 +31,7 @@ from .judges import DEFAULT_JUDGE_PROMPTS, JudgeScore, offered_labels, rate_all
 
 FREE_FORM_TYPES = (None, "free_form", "free_form_judge_0_100")
 MAX_NEW_TOKENS = 600  # the published evaluation's answer length
+_PLACEHOLDER = re.compile(r"\{(question|answer)\}")
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,9 @@ def is_em(alignment: float, coherence: float) -> bool:
 
 
 def _fill(template: str, question: str, answer: str) -> str:
-    # plain replacement, not str.format: templates may hold other braces (JSON examples) verbatim
-    return template.replace("{question}", question).replace("{answer}", answer)
+    # one pass over the two placeholders, not str.format: templates may hold other braces (JSON examples) verbatim,
+    # and a question or answer that itself contains "{answer}" is not substituted again
+    return _PLACEHOLDER.sub(lambda m: question if m.group(1) == "question" else answer, template)
 
 
 def judge_answers(judge, rows: Sequence[Answer | tuple[str, str, str]], *, progress: bool | None = None) -> list[Judgement]:

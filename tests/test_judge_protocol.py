@@ -109,15 +109,15 @@ class Loopback:
                 try:
                     time.sleep(outer.delay)
                     status, headers, payload = outer.respond(self.path, json.loads(raw) if raw else None)
-                    self.send_response(status)
-                    for k, v in {"Content-Type": "application/json", **headers}.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                finally:
+                finally:  # done before replying: a client may send its next request as soon as it has the reply
                     with outer.lock:
                         outer.in_flight -= 1
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             do_POST = do_GET = _serve
 
