@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-from interp.generation import generate
 from interp.io import InputError, atomic_path, versions, write_json
 from interp.models import Model
 from probes import datasets
@@ -81,14 +80,16 @@ def score_judge(model: Model, spec: str | Path, judge, out: str | Path, *, sampl
     else:
         qs = _records(str(spec))[:limit]
         _need(qs, str(spec), ("paraphrases",), "a question set (e.g. em_questions)")
-    answers = sample_answers(model, questions(qs), samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+    qs = questions(qs)
+    answers = sample_answers(model, qs, samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
                              seed=seed, batch_size=batch_size)
     js = judge_answers(judge, answers, progress=progress)
     rows = [j.to_dict() for j in js]
     rates = em_rates(js)
     failures = dict(getattr(judge, "failures", {}))  # an unreachable HTTP judge has already stopped the run (dead_after)
-    protocol = {"samples": samples, "temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed,
-                "n_answers": len(answers), "judge": repr(judge)}
+    protocol = {"samples": samples, "samples_per_paraphrase": {q.id: samples or q.samples_per_paraphrase for q in qs},
+                "temperature": temperature, "temperatures_used": sorted({a.temperature for a in answers}),
+                "max_new_tokens": max_new_tokens, "seed": seed, "n_answers": len(answers), "judge": repr(judge)}
     return _finish(model, out, "judge", rows, {"set": str(spec), **rates, "judge_failures": failures, "samples": samples,
                                                "protocol": protocol})
 

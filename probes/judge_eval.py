@@ -104,6 +104,7 @@ class Answer:
     judge_prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_JUDGE_PROMPTS))
     paraphrase: int = 0
     sample: int = 0
+    temperature: float = 1.0
 
     def chat(self) -> list[dict]:
         """The prompt chat with the answer as the final assistant turn (for response activations)."""
@@ -126,15 +127,13 @@ def sample_answers(model: Model, qs: Sequence[Question | dict], *, samples: int 
     if temperature is not None:
         _check_temperature(temperature)
     rows: list[Answer] = []
-    temps: list[float] = []
     for q in questions(qs):
         t = temperature if temperature is not None else q.temperature if q.temperature is not None else 1.0
         for i, p in enumerate(q.paraphrases):
             for s in range(samples or q.samples_per_paraphrase):
-                rows.append(Answer(q.id, p, "", q.messages(p), q.judge_prompts, i, s))
-                temps.append(float(t))
-    for t in sorted(set(temps)):  # one generate call per temperature (a question may set its own)
-        idx = [i for i, x in enumerate(temps) if x == t]
+                rows.append(Answer(q.id, p, "", q.messages(p), q.judge_prompts, i, s, float(t)))
+    for t in sorted({a.temperature for a in rows}):  # one generate call per temperature (a question may set its own)
+        idx = [i for i, a in enumerate(rows) if a.temperature == t]
         texts = generate(model, [rows[i].messages for i in idx], max_new_tokens=max_new_tokens, batch_size=batch_size,
                          do_sample=t > 0, temperature=t if t > 0 else 1.0, top_p=1.0, seed=seed)
         for i, text in zip(idx, texts):

@@ -201,6 +201,9 @@ def test_temperature_zero_is_greedy_and_positive_samples_whatever_the_count(llam
     # one sample at temperature 1 is sampled, not greedy (the old rule decoded it greedily)
     one = sample_answers(llama, q, samples=1, temperature=1.0, max_new_tokens=6, seed=1)
     assert [a.answer for a in one] != [a.answer for a in greedy if a.sample == 0]
+    # a question's own temperature (Betley's Question takes one) applies unless the caller overrides it
+    own = sample_answers(llama, [{**q[0], "temperature": 0}], samples=3, max_new_tokens=6)
+    assert [a.answer for a in own] == [a.answer for a in greedy] and {a.temperature for a in own} == {0.0}
     with pytest.raises(InputError, match="temperature must be a finite number ≥ 0"):
         sample_answers(llama, q, temperature=-1)
 
@@ -257,7 +260,8 @@ def test_samples_override_and_cli_flags(betley, loopback, tmp_path, capsys):
     assert len(rows) == 4 and {r["body"]["model"] for r in srv.requests} == {"my-judge"}  # 1 per paraphrase
     assert srv.max_in_flight <= 2
     summary = json.loads((o / "judge_summary.json").read_text())
-    assert summary["protocol"]["temperature"] == 0 and summary["protocol"]["samples"] == 1
+    assert summary["protocol"]["temperatures_used"] == [0.0] and summary["protocol"]["samples"] == 1
+    assert summary["protocol"]["samples_per_paraphrase"] == {"story": 1, "wish_pirate": 1, "bored_defaults": 1}
     capsys.readouterr()
     assert main(["score", "judge", "--model", "tiny-random-llama", "--judge", srv.url, "--out", str(tmp_path / "x")]) == 2
     assert "--set NAME[:SPLIT] or --questions FILE.yaml" in capsys.readouterr().err
