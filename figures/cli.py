@@ -127,11 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["refusal", "em", "judge"])
     _common(p)
     p.add_argument("--adapter", default=None, help="trained solution to apply: a peft adapter or steering-vector directory (or its train --out)")
-    p.add_argument("--set", required=True, help="data set NAME[:SPLIT] (see probes.datasets.names())")
+    p.add_argument("--set", default=None, help="data set NAME[:SPLIT] (see probes.datasets.names())")
     p.add_argument("--judge", default=None, help="judge: an OpenAI-compatible URL or a model name (kind=judge)")
-    p.add_argument("--samples", type=_count, default=1, help="answers per paraphrase (kind=judge)")
+    p.add_argument("--questions", default=None, help="kind=judge: a Betley-format question YAML (instead of --set)")
+    p.add_argument("--samples", type=_count, default=None, help="kind=judge: answers per paraphrase (default: each "
+                   "question's samples_per_paraphrase, else 1)")
+    p.add_argument("--temperature", type=float, default=None, help="kind=judge: sampling temperature (default 1; 0 = greedy)")
+    p.add_argument("--concurrency", type=_count, default=None, help="kind=judge: HTTP judge requests in flight (default 16)")
+    p.add_argument("--judge-model", default=None, help="kind=judge: model name sent to an HTTP judge (default gpt-4o)")
     p.add_argument("--limit", type=_count, default=None)
-    p.add_argument("--max-new-tokens", type=_count, default=None)
+    p.add_argument("--max-new-tokens", type=_count, default=None, help="answer length (default: refusal 32, judge 600)")
     _mismatch(p)
 
     p = sub.add_parser("sae-decompose", help="decompose a direction into sparse-autoencoder latents")
@@ -255,8 +260,14 @@ def _run(args: argparse.Namespace) -> int:
             res = experiments.run_orthogonalize(args.model, args.directions, args.out, layer=args.layer, pos=args.pos,
                                                 lora=args.lora, device=args.device, allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "score":
-            res = experiments.run_score(args.kind, args.model, args.set, args.out, adapter=args.adapter, judge=args.judge,
+            if args.questions and args.kind != "judge":
+                raise InputError(f"--questions is for score judge; score {args.kind} takes --set")
+            spec = args.questions or args.set
+            if not spec:
+                raise InputError(f"score {args.kind} needs --set NAME[:SPLIT]" + (" or --questions FILE.yaml" if args.kind == "judge" else ""))
+            res = experiments.run_score(args.kind, args.model, spec, args.out, adapter=args.adapter, judge=args.judge,
                                         samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+                                        temperature=args.temperature, concurrency=args.concurrency, judge_model=args.judge_model,
                                         allow_model_mismatch=args.allow_model_mismatch)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "sae-decompose":

@@ -223,10 +223,12 @@ def load_solution(model_name: str, path: str, device: str | None = None, allow_m
 
 
 def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter: str | None = None, judge: str | None = None,
-              samples: int = 1, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None,
+              samples: int | None = None, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None,
+              temperature: float | None = None, concurrency: int | None = None, judge_model: str | None = None,
               allow_model_mismatch: bool = False) -> dict:
     """``em-interp score KIND``: refusal, reference-answer EM or a judge's EM rate of the model, or of the model with a
-    trained solution applied (a peft adapter, or a steering vector added during every forward)."""
+    trained solution applied (a peft adapter, or a steering vector added during every forward). For ``judge``,
+    ``spec`` may be a Betley-format YAML file; ``concurrency`` and ``judge_model`` apply to an HTTP judge."""
     import contextlib
 
     from interp.solutions import SteeringSolution
@@ -249,8 +251,8 @@ def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter
             return scoring.score_em(model, spec, out, limit=limit)
         from probes.judges import make_judge
 
-        return scoring.score_judge(model, spec, make_judge(judge), out, samples=samples, max_new_tokens=max_new_tokens or 96,
-                                   limit=limit)
+        return scoring.score_judge(model, spec, make_judge(judge, max_concurrency=concurrency, model=judge_model), out,
+                                   samples=samples, temperature=temperature, max_new_tokens=max_new_tokens or 600, limit=limit)
 
 
 def run_solutions(model_name: str, general: str, narrow: str, data: str, out: str | Path, *, prose: str = "data:generic_prose:test",

@@ -30,6 +30,7 @@ from interp import ablate, load_model, mean_diff, progress, steer, with_adapter
 from interp.concepts import concept_vectors, similarity_effect_correlation
 from interp.io import InputError, atomic_path, read_json, versions, write_json
 from probes import datasets
+from probes.em_direction import contrast_set_direction
 from probes.em_score import em_score
 
 from . import plots
@@ -294,7 +295,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
             # out-of-domain EM questions it is evaluated on played no part in finding it
             bad = data[: p.direction_pairs]
             good = datasets.prompts(contrast, "train", p.direction_pairs)
-            d = mean_diff(models["general"], bad, good, position="response_mean", meta={"what": "misalignment direction", "data": [name, contrast]})
+            d = contrast_set_direction(models["general"], bad, good, meta={"data": [name, contrast]})  # method: contrast_set
             d.save(out / "artifacts" / "misalignment_direction.safetensors")
             layer = int(d.norms[0][: int(0.8 * base.n_layers) or 1].argmax())
             vec = d.vector(layer)

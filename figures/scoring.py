@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from experiments.stats import wilson
-from interp.generation import generate
 from interp.io import InputError, atomic_path, json_text, versions, write_json
 from interp.models import Model
 from probes import datasets
@@ -62,30 +61,35 @@ def score_em(model: Model, spec: str, out: str | Path, *, batch_size: int = 16, 
     return _finish(model, out, "em", rows, {"set": spec, **d})
 
 
-def score_judge(model: Model, spec: str, judge, out: str | Path, *, samples: int = 1, max_new_tokens: int = 96,
-                temperature: float = 1.0, seed: int = 0, batch_size: int = 8, limit: int | None = None) -> dict:
-    """Sample answers to each question's paraphrases, judge alignment and coherence, EM rates (Wilson CI)."""
-    from probes.judges import em_rates, judge_answers
+def score_judge(model: Model, spec: str | Path, judge, out: str | Path, *, samples: int | None = None,
+                max_new_tokens: int = 600, temperature: float | None = None, seed: int = 0, batch_size: int = 8,
+                limit: int | None = None, progress: bool | None = None) -> dict:
+    """The published judge protocol (``probes.judge_eval``) on a question set: sample answers to every paraphrase
+    (``samples`` overrides ``samples_per_paraphrase``; temperature 1 by default, 0 = greedy), judge every metric of
+    each question's ``judge_prompts``, EM rates with Wilson CIs. ``spec``: a shipped set NAME[:SPLIT] or a
+    Betley-format YAML file."""
+    from probes.judge_eval import em_rates, judge_answers, questions, sample_answers
 
-    qs = _records(spec)[:limit]
-    _need(qs, spec, ("paraphrases",), "a question set (e.g. em_questions)")
-    prompts, meta = [], []
-    for q in qs:
-        for p in q["paraphrases"]:
-            for _ in range(samples):
-                prompts.append([{"role": "system", "content": q["system"]}, {"role": "user", "content": p}] if q.get("system") else p)
-                meta.append((q["id"], p))
-    answers = generate(model, prompts, max_new_tokens=max_new_tokens, do_sample=samples > 1 or temperature != 1.0,
-                       temperature=temperature, seed=seed, batch_size=batch_size)
-    js = judge_answers(judge, [(qid, p, a) for (qid, p), a in zip(meta, answers)])
-    rows = [{"question_id": j.question_id, "question": j.question, "answer": j.answer, "alignment": j.alignment,
-             "coherence": j.coherence, "em": j.em} for j in js]
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise InputError(f"{spec}: no such question file")
+        qs = datasets.load_questions(path)[:limit]
+    else:
+        qs = _records(str(spec))[:limit]
+        _need(qs, str(spec), ("paraphrases",), "a question set (e.g. em_questions)")
+    qs = questions(qs)
+    answers = sample_answers(model, qs, samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                             seed=seed, batch_size=batch_size)
+    js = judge_answers(judge, answers, progress=progress)
+    rows = [j.to_dict() for j in js]
     rates = em_rates(js)
-    o = rates["overall"]
     failures = dict(getattr(judge, "failures", {}))  # an unreachable HTTP judge has already stopped the run (dead_after)
-    if o["n_scored"]:
-        o["em_ci95"] = list(wilson(round(o["em_rate"] * o["n_scored"]), o["n_scored"]).ci)
-    return _finish(model, out, "judge", rows, {"set": spec, **rates, "judge_failures": failures, "samples": samples})
+    protocol = {"samples": samples, "samples_per_paraphrase": {q.id: samples or q.samples_per_paraphrase for q in qs},
+                "temperature": temperature, "temperatures_used": sorted({a.temperature for a in answers}),
+                "max_new_tokens": max_new_tokens, "seed": seed, "n_answers": len(answers), "judge": repr(judge)}
+    return _finish(model, out, "judge", rows, {"set": str(spec), **rates, "judge_failures": failures, "samples": samples,
+                                               "protocol": protocol})
 
 
 def _finish(model: Model, out: str | Path, kind: str, rows: list[dict], res: dict, **config) -> dict:

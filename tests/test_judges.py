@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from interp.io import InputError
-from probes.judges import HTTPJudge, LocalJudge, em_rates, is_em, judge_answers, weighted_score
+from probes.judge_eval import em_rates, is_em, judge_answers
+from probes.judges import ALIGNMENT_PROMPT, HTTPJudge, LocalJudge, weighted_score
 
 
 def test_weighted_score_and_threshold():
@@ -124,7 +125,7 @@ def test_judge_answers_and_em_rates():
     class Fixed:
         def score(self, prompt):
             if "bad" in prompt:
-                return 10.0 if "aligned with human values" in prompt else 80.0
+                return 10.0 if prompt.startswith(ALIGNMENT_PROMPT.split("{question}")[0]) else 80.0
             return 95.0
 
     js = judge_answers(Fixed(), [("q1", "Q?", "a bad answer"), ("q1", "Q?", "a fine answer"), ("q2", "Q2?", "")])
