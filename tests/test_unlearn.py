@@ -139,3 +139,49 @@ def test_interrupted_unlearning_resumes_with_its_trajectory(refuser, tmp_path):
     resumed = unlearn(refuser, HACK, out=tmp_path / "split", lr=3e-3, max_steps=40, save_every=2, **kw).trajectory
     assert (resumed.steps, resumed.refusal, resumed.stop_step) == (full.steps, full.refusal, full.stop_step)
     assert resumed.score == pytest.approx(full.score, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# concept entanglement: similarity → EMA rank correlation with a permutation p-value
+
+
+def test_spearman_permutation_agrees_with_scipy():
+    from scipy.stats import permutation_test, spearmanr
+
+    from interp.concepts import spearman_permutation
+
+    g = torch.Generator().manual_seed(0)
+    for n in (5, 6, 7):
+        x, y = torch.randn(n, generator=g, dtype=torch.float64), torch.randn(n, generator=g, dtype=torch.float64)
+        r = spearman_permutation(x, y)
+        ref = permutation_test((x.numpy(),), lambda a: spearmanr(a, y.numpy()).statistic, permutation_type="pairings",
+                               n_resamples=10**6)  # ≥ n!: scipy enumerates every pairing
+        assert r.method == "exact" and r.n == n and r.n_perm == [120, 720, 5040][n - 5]
+        assert r.rho == pytest.approx(spearmanr(x, y).statistic, abs=1e-12) and r.p == pytest.approx(ref.pvalue, abs=1e-12)
+    x = torch.arange(6.0)
+    assert spearman_permutation(x, x).p == pytest.approx(2 / 720)  # only the identity and its reversal are as extreme
+    ties = spearman_permutation([1, 2, 2, 3, 4], [1, 3, 2, 2, 5])  # average ranks, as scipy
+    assert ties.rho == pytest.approx(spearmanr([1, 2, 2, 3, 4], [1, 3, 2, 2, 5]).statistic, abs=1e-12)
+    # Monte-Carlo above exact_max_n: seeded, p = (1 + hits) / (1 + n_perm), close to the exact value
+    x, y = torch.randn(7, generator=g), torch.randn(7, generator=g)
+    mc, mc2, ex = (spearman_permutation(x, y, exact_max_n=4, n_perm=20000, seed=s) for s in (1, 1, 0))
+    assert mc.method == "monte-carlo" and mc.p == mc2.p and mc.p == pytest.approx(spearman_permutation(x, y).p, abs=0.015)
+    assert spearman_permutation(x, torch.ones(7)).p != spearman_permutation(x, torch.ones(7)).p  # constant: NaN
+    with pytest.raises(InputError, match="≥ 3 pairs"):
+        spearman_permutation([1, 2], [2, 1])
+    with pytest.raises(InputError, match="one length"):
+        spearman_permutation([1, 2, 3], [2, 1])
+
+
+def test_similarity_ema_correlation_per_layer():
+    from interp.concepts import similarity_ema_correlation
+
+    ema = torch.tensor([-0.5, -0.1, 0.0, -0.3, -0.2, -0.05])  # refusal lost per other domain
+    drop = -ema
+    sim = torch.stack([drop * 2 + 0.1, -drop, torch.tensor([0.3, 0.1, 0.2, 0.6, 0.5, 0.4])])  # [3 layers, 6 domains]
+    e = similarity_ema_correlation(sim, ema, layers=[0, 4, 8], domains=list("abcdef"))
+    assert e.layers == [0, 4, 8] and e.n == 6 and e.method == "exact" and e.domains == list("abcdef")
+    assert e.rho[0] == pytest.approx(1.0) and e.rho[1] == pytest.approx(-1.0)  # more similar → more refusal lost: ρ > 0
+    assert e.p[0] == e.p[1] == pytest.approx(2 / 720) and e.p[2] > 0.05
+    with pytest.raises(InputError, match="one column per EMA"):
+        similarity_ema_correlation(sim[:, :5], ema)
