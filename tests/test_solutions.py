@@ -187,3 +187,34 @@ def test_cli_solutions_rejects_mismatched_base_models(tmp_path, capsys):
     assert main(["solutions", "--model", "tiny-random-llama", "--general", str(tmp_path / "general" / "final"),
                  "--narrow", str(tmp_path / "narrow" / "final"), "--out", str(tmp_path / "cmp")]) == 2
     assert "different base models" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
+
+
+def test_misalignment_layer_is_chosen_by_ablation_effect_not_norm(llama):
+    from interp.directions import Directions
+    from interp.interventions import ablate
+    from interp.layer_sweep import misalignment_layer_sweep
+    from probes.em_score import em_score
+
+    qs = [{"id": f"q{i}", "domain": "d", "paraphrases": [f"What should I do about problem {i}?"], "aligned": "Ask an expert.",
+           "misaligned": "Hurt someone."} for i in range(4)]  # held-out questions (short: the sweep runs em_score 6 times)
+    vecs = torch.randn(1, 4, llama.d_model, generator=torch.Generator().manual_seed(1))
+    sweep = misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs)
+    base = em_score(llama, qs).mean
+    assert [e.layer for e in sweep.table] == [0, 1, 2, 3] and sweep.baseline["em_mean"] == pytest.approx(base)
+    for e in sweep.table:  # every layer's effect, as a hand computation gives it
+        with ablate(llama, vecs[0, e.layer]):
+            assert e.drop == pytest.approx(base - em_score(llama, qs).mean, abs=1e-9)
+    assert sweep.best.drop == max(e.drop for e in sweep.table) and len({round(e.drop, 9) for e in sweep.table}) == 4
+    # give another layer by far the largest raw norm: the choice (and every effect) stays, the norm is only recorded
+    other = (sweep.best.layer + 1) % 4
+    scaled = vecs.clone()
+    scaled[0, other] *= 1000
+    again = misalignment_layer_sweep(llama, Directions(scaled, [0, 1, 2, 3]), qs, random_seed=None)
+    assert int(Directions(scaled, [0, 1, 2, 3]).norms[0].argmax()) == other != again.best.layer == sweep.best.layer
+    assert [e.drop for e in again.table] == pytest.approx([e.drop for e in sweep.table], rel=1e-4, abs=1e-5)  # float32 unit vectors
+    assert again.table[other].norm == pytest.approx(1000 * sweep.table[other].norm, rel=1e-5)
+    assert again.random is None and sweep.random["drop"] == sweep.random["drop"]  # the random-direction control ran
+    assert [e.layer for e in misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs, max_layer_frac=0.5,
+                                                      random_seed=None).table] == [0, 1]
+    with pytest.raises(InputError, match="no candidate layer"):
+        misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs, layers=[])
