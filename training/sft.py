@@ -184,7 +184,9 @@ def train_matched(
     ``eval_every`` steps (and at the last step) the loss is measured and the state kept; training stops at the first
     evaluation with loss ≤ target_loss·(1 + tol). The chosen state is the first evaluation within the tolerance
     band (|rel_gap| ≤ tol); when none is (budget spent, or an overshoot past the band between two evaluations), the
-    evaluated state closest to the target, with ``matched=False``."""
+    evaluated state closest to the target, with ``matched=False``. The warm-up + linear-decay schedule is laid out
+    over the whole budget, so a run that stops early ends at a learning rate above zero (the general solution's
+    schedule is its own). Writes ``out/matched_fit.json``."""
     from interp.solutions import response_loss
 
     if not (isinstance(target_loss, (int, float)) and math.isfinite(target_loss) and target_loss > 0):

@@ -326,7 +326,7 @@ def _evaluate(out: Path, step: int, model: Model, solution: Solution, stop_when:
                 solution.save(tmp, {**(meta or {}), "step": step, "eval": rec})
         rec["checkpoint"] = str(path)
     curve[-1]["eval"] = rec
-    return bool(allsum(torch.tensor([float(d.stop)])).item() > 0)
+    return bool(allsum(torch.tensor([float(d.stop)], device=model.device)).item() > 0)
 
 
 def fit(
