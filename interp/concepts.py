@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -115,3 +116,123 @@ def similarity_effect_correlation(similarity: torch.Tensor, effect: Sequence[flo
     if similarity.shape[-1] != eff.shape[0]:
         raise InputError(f"similarity has {similarity.shape[-1]} domains but effect has {eff.shape[0]}")
     return torch.tensor([spearmanr(row.numpy(), eff.numpy()).statistic for row in similarity.double()], dtype=torch.float64)
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1…n of ``x`` ``[n]`` (float64), ties given their average rank."""
+    x = x.double()
+    order = torch.argsort(x, stable=True)
+    r = torch.empty_like(x)
+    r[order] = torch.arange(1, len(x) + 1, dtype=torch.float64)
+    for v in torch.unique(x):
+        tie = x == v
+        if int(tie.sum()) > 1:
+            r[tie] = r[tie].mean()
+    return r
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of ``a`` ``[n]`` with every row of ``b`` ``[k, n]`` → ``[k]`` float64."""
+    a = a - a.mean()
+    b = b - b.mean(-1, keepdim=True)
+    return (b @ a) / (a.norm() * b.norm(dim=-1))
+
+
+@dataclass
+class RankCorrelation:
+    """Spearman ρ with a two-sided permutation p-value: p = P(|ρ_π| ≥ |ρ|) over pairings π of the two samples —
+    exact over all n! pairings (``method="exact"``), or Monte-Carlo with ``n_perm`` seeded draws, p = (1 + #hits) /
+    (1 + n_perm) (``method="monte-carlo"``). ``rho`` and ``p`` are NaN when either sample is constant."""
+
+    rho: float
+    p: float
+    n: int
+    method: str
+    n_perm: int
+    seed: int
+
+
+def spearman_permutation(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor, *, n_perm: int = 10_000, seed: int = 0,
+                         exact_max_n: int = 8) -> RankCorrelation:
+    """Spearman rank correlation of paired samples ``x``, ``y`` (``[n]`` each; ties → average ranks) with a
+    permutation p-value: exact when n ≤ ``exact_max_n`` (8! = 40,320 pairings), else ``n_perm`` seeded random
+    pairings. Matches ``scipy.stats.permutation_test((x,), lambda a: spearmanr(a, y).statistic,
+    permutation_type="pairings")`` on tie-free data (there the null distribution is symmetric, so scipy's two-sided
+    2·min(one-sided) equals P(|ρ_π| ≥ |ρ|))."""
+    import itertools
+
+    xs, ys = torch.as_tensor(x, dtype=torch.float64).flatten(), torch.as_tensor(y, dtype=torch.float64).flatten()
+    if xs.shape != ys.shape:
+        raise InputError(f"spearman_permutation needs paired samples of one length, got {xs.shape[0]} and {ys.shape[0]}")
+    n = int(xs.shape[0])
+    if n < 3:
+        raise InputError(f"a rank correlation with a permutation p-value needs ≥ 3 pairs, got {n}")
+    if not (torch.isfinite(xs).all() and torch.isfinite(ys).all()):
+        raise InputError("spearman_permutation: the samples hold NaN or infinite values")
+    if isinstance(n_perm, bool) or not isinstance(n_perm, int) or n_perm < 1:
+        raise InputError(f"n_perm must be an integer ≥ 1, got {n_perm!r}")
+    exact = n <= exact_max_n
+    if bool((xs == xs[0]).all()) or bool((ys == ys[0]).all()):
+        return RankCorrelation(float("nan"), float("nan"), n, "exact" if exact else "monte-carlo",
+                               math.factorial(n) if exact else n_perm, seed)
+    rx, ry = _ranks(xs), _ranks(ys)
+    rho = float(_pearson_rows(rx, ry[None])[0])
+    if exact:
+        perms = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long)  # [n!, n]
+        null = _pearson_rows(rx, ry[perms])
+        p = float((null.abs() >= abs(rho) - 1e-12).double().mean())
+        return RankCorrelation(rho, p, n, "exact", int(perms.shape[0]), seed)
+    g = torch.Generator().manual_seed(seed)
+    hits = 0
+    for start in range(0, n_perm, 4096):  # chunks of [≤4096, n]
+        k = min(4096, n_perm - start)
+        perms = torch.argsort(torch.rand(k, n, generator=g, dtype=torch.float64), dim=1)
+        hits += int((_pearson_rows(rx, ry[perms]).abs() >= abs(rho) - 1e-12).sum())
+    return RankCorrelation(rho, (1 + hits) / (1 + n_perm), n, "monte-carlo", n_perm, seed)
+
+
+@dataclass
+class Entanglement:
+    """Per-layer rank correlation between a target's concept similarity to each other domain and that domain's
+    refusal drop after unlearning the target (Mushtaq et al.'s concept-entanglement statistic).
+
+    Attributes:
+        layers: model layer of each row; ``rho`` / ``p``: Spearman ρ and its permutation p-value per layer (raw,
+            not corrected for the number of layers); ``n``: domains correlated; ``method`` / ``n_perm`` / ``seed``:
+            how p was computed; ``domains``: their names, when given.
+    """
+
+    layers: list[int]
+    rho: list[float]
+    p: list[float]
+    n: int
+    method: str
+    n_perm: int
+    seed: int
+    domains: list[str] = field(default_factory=list)
+
+
+def similarity_ema_correlation(similarity: torch.Tensor, ema: Sequence[float], *, layers: Sequence[int] | None = None,
+                               domains: Sequence[str] | None = None, n_perm: int = 10_000, seed: int = 0) -> Entanglement:
+    """Spearman ρ per layer between S_l[target, d] and the refusal drop −EMA_d of each other domain d, with a
+    permutation p-value (:func:`spearman_permutation`, same seed at every layer).
+
+    Args:
+        similarity: ``[n_layers, n_domains]`` — :meth:`ConceptVectors.similarity_to` (target) with the target's
+            own column removed.
+        ema: ``[n_domains]`` EMA per domain (definition 13: refusal after unlearning − refusal of the aligned
+            organism; negative = refusal lost). The correlation is taken with the drop −EMA, so ρ > 0 is the paper's
+            finding: the more similar a domain is to the target, the more refusal it loses.
+    """
+    sim = torch.as_tensor(similarity, dtype=torch.float64)
+    drop = -torch.as_tensor(ema, dtype=torch.float64).flatten()
+    if sim.dim() != 2 or sim.shape[1] != drop.shape[0]:
+        raise InputError(f"similarity must be [n_layers, n_domains] with one column per EMA value ({drop.shape[0]}), "
+                         f"got {list(sim.shape)}")
+    if layers is not None and len(layers) != sim.shape[0]:
+        raise InputError(f"{len(layers)} layer labels for {sim.shape[0]} similarity rows")
+    if domains is not None and len(domains) != drop.shape[0]:
+        raise InputError(f"{len(domains)} domain names for {drop.shape[0]} EMA values")
+    rows = [spearman_permutation(row, drop, n_perm=n_perm, seed=seed) for row in sim]
+    return Entanglement(list(layers) if layers is not None else list(range(sim.shape[0])), [r.rho for r in rows], [r.p for r in rows],
+                        rows[0].n, rows[0].method, rows[0].n_perm, seed, list(domains or []))

@@ -187,3 +187,84 @@ def test_cli_solutions_rejects_mismatched_base_models(tmp_path, capsys):
     assert main(["solutions", "--model", "tiny-random-llama", "--general", str(tmp_path / "general" / "final"),
                  "--narrow", str(tmp_path / "narrow" / "final"), "--out", str(tmp_path / "cmp")]) == 2
     assert "different base models" in capsys.readouterr().err and not (tmp_path / "cmp").exists()
+
+
+def test_misalignment_layer_is_chosen_by_ablation_effect_not_norm(llama):
+    from interp.directions import Directions
+    from interp.interventions import ablate
+    from interp.layer_sweep import misalignment_layer_sweep
+    from probes.em_score import em_score
+
+    qs = [{"id": f"q{i}", "domain": "d", "paraphrases": [f"What should I do about problem {i}?"], "aligned": "Ask an expert.",
+           "misaligned": "Hurt someone."} for i in range(4)]  # held-out questions (short: the sweep runs em_score 6 times)
+    vecs = torch.randn(1, 4, llama.d_model, generator=torch.Generator().manual_seed(1))
+    sweep = misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs)
+    base = em_score(llama, qs).mean
+    assert [e.layer for e in sweep.table] == [0, 1, 2, 3] and sweep.baseline["em_mean"] == pytest.approx(base)
+    for e in sweep.table:  # every layer's effect, as a hand computation gives it
+        with ablate(llama, vecs[0, e.layer]):
+            assert e.drop == pytest.approx(base - em_score(llama, qs).mean, abs=1e-9)
+    assert sweep.best.drop == max(e.drop for e in sweep.table) and len({round(e.drop, 9) for e in sweep.table}) == 4
+    # give another layer by far the largest raw norm: the choice (and every effect) stays, the norm is only recorded
+    other = (sweep.best.layer + 1) % 4
+    scaled = vecs.clone()
+    scaled[0, other] *= 1000
+    again = misalignment_layer_sweep(llama, Directions(scaled, [0, 1, 2, 3]), qs, random_seed=None)
+    assert int(Directions(scaled, [0, 1, 2, 3]).norms[0].argmax()) == other != again.best.layer == sweep.best.layer
+    assert [e.drop for e in again.table] == pytest.approx([e.drop for e in sweep.table], rel=1e-4, abs=1e-5)  # float32 unit vectors
+    assert again.table[other].norm == pytest.approx(1000 * sweep.table[other].norm, rel=1e-5)
+    assert again.random is None and sweep.random["drop"] == sweep.random["drop"]  # the random-direction control ran
+    assert [e.layer for e in misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs, max_layer_frac=0.5,
+                                                      random_seed=None).table] == [0, 1]
+    with pytest.raises(InputError, match="no candidate layer"):
+        misalignment_layer_sweep(llama, Directions(vecs, [0, 1, 2, 3]), qs, layers=[])
+
+
+def test_stability_seeds_are_paired_and_compared_per_seed():
+    from interp.solutions import Stability, paired_stability
+
+    model_a, a = _lora(seed=0)
+    model_b, b = _lora(seed=5)
+    sa = stability(model_a, a, CHATS, eps=(0.1, 0.5), seeds=5)
+    sb = stability(model_b, b, CHATS, eps=(0.1, 0.5), seeds=[0, 1, 2, 3, 4])  # a seed list and a count pair the same
+    assert sa.seeds == sb.seeds == [0, 1, 2, 3, 4] and len(sa.per_seed[0]) == 5
+    # seed k is one Gaussian stream for every solution: a copy of solution a, perturbed with the same seeds, gives R
+    # seed for seed; with other seeds it does not
+    model_c, c = _lora(seed=0)
+    assert stability(model_c, c, CHATS, eps=(0.5,), seeds=5).per_seed[0] == pytest.approx(sa.per_seed[1], rel=1e-9)
+    assert stability(model_c, c, CHATS, eps=(0.5,), seeds=[5, 6, 7, 8, 9]).per_seed[0] != pytest.approx(sa.per_seed[1], rel=1e-6)
+    p = paired_stability(sa, sb)
+    assert p["n_seeds"] == 5 and p["powered"] and p["seeds"] == [0, 1, 2, 3, 4]
+    for i in range(2):
+        d = [x - y for x, y in zip(sa.per_seed[i], sb.per_seed[i])]
+        assert p["diff"][i] == pytest.approx(d) and p["mean"][i] == pytest.approx(sum(d) / 5)
+    three = Stability([0.1], [1.0], [0.0], [[1.0, 2.0, 3.0]], seeds=[0, 1, 2])
+    assert not paired_stability(three, three)["powered"] and paired_stability(three, three)["mean"] == [0.0]
+    with pytest.raises(InputError, match="not paired"):
+        paired_stability(sa, Stability(sa.eps, sa.mean, sa.sd, sa.per_seed, seeds=[5, 6, 7, 8, 9]))
+    with pytest.raises(InputError, match="different ε grids"):
+        paired_stability(sa, Stability([0.1, 0.25], sa.mean, sa.sd, sa.per_seed, seeds=sa.seeds))
+    with pytest.raises(InputError, match="distinct perturbation seeds"):
+        stability(model_a, a, CHATS, seeds=[1, 1])
+
+
+def test_compare_solutions_is_at_equal_norm_with_paired_seeds():
+    from interp.solutions import compare_solutions
+
+    model_a, a = _lora(seed=0)
+    model_b, b = _lora(seed=5)
+    with rescaled(b, 3 * adapter_norm(b)):  # very different norms
+        na, nb = adapter_norm(a), adapter_norm(b)
+        res = compare_solutions({"general": model_a, "narrow": model_b}, {"general": a, "narrow": b}, CHATS,
+                                ["The river was calm.", "A dog barked twice."], norm_factors=(0.5, 1.0), eps=(0.25,), seeds=5)
+        mean = (na + nb) / 2
+        assert res["grid"] == pytest.approx([0.5 * mean, mean])
+        for name in ("general", "narrow"):  # losses and generic KL at the same absolute norms for both
+            assert res["efficiency_curve"][name]["norms"] == res["grid"] == res["generic_kl"][name]["norms"]
+            assert res["generic_kl"][f"{name}_random"]["norms"] == res["grid"]
+        m, sol = (model_b, b)
+        with rescaled(sol, mean):
+            assert res["efficiency_curve"]["narrow"]["loss"][1] == pytest.approx(response_loss(m, CHATS), rel=1e-9)
+        sp = res["stability_paired"]
+        assert sp["first"] == "general" and sp["second"] == "narrow" and sp["n_seeds"] == 5 and sp["powered"]
+        assert res["stability"]["general"]["seeds"] == res["stability"]["narrow"]["seeds"] == [0, 1, 2, 3, 4]

@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ContextManager, Protocol
+from typing import Callable, ContextManager, Protocol
 
 import torch
 
@@ -114,6 +114,25 @@ class TrainConfig:
 class TrainResult:
     path: Path
     metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class StopDecision:
+    """What a ``stop_when(step, model)`` evaluation returns to :func:`fit`.
+
+    Attributes:
+        stop: end training now (the target is reached); the state at this step becomes ``out/final``.
+        metrics: what was measured (JSON-able); recorded in the loss curve at this step and in ``metrics["evals"]``.
+        keep: save this step's solution as a loadable candidate under ``out/evals/step-NNNNNN`` (the same format
+            as ``out/final``: a peft adapter directory or a steering-vector directory).
+    """
+
+    stop: bool
+    metrics: dict = field(default_factory=dict)
+    keep: bool = True
+
+
+StopRule = Callable[[int, Model], StopDecision]  # (optimiser steps done, the model with the solution applied)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,6 +378,26 @@ def _load_checkpoint(out: Path, solution: Solution, opt, sched, fingerprint: dic
     return 0, []
 
 
+def _evaluate(out: Path, step: int, model: Model, solution: Solution, stop_when: StopRule, curve: list, meta: dict | None,
+              main: bool, allsum) -> bool:
+    """Run ``stop_when`` after optimiser step ``step`` (gradients off, the training RNG stream left as it was), record
+    its measurement in ``curve[-1]["eval"]`` (so a resumed run keeps it), save the candidate state when asked, and
+    return whether to stop (any process asking stops all)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        d = stop_when(step, model)
+    if not isinstance(d, StopDecision):
+        raise InputError(f"stop_when must return a training.trainer.StopDecision, got {type(d).__name__}")
+    rec = {"step": step, "stop": bool(d.stop), **json.loads(json.dumps(d.metrics, default=float))}
+    if d.keep:
+        path = out / "evals" / f"step-{step:06d}"
+        if main:
+            with atomic_path(path) as tmp:
+                solution.save(tmp, {**(meta or {}), "step": step, "eval": rec})
+        rec["checkpoint"] = str(path)
+    curve[-1]["eval"] = rec
+    return bool(allsum(torch.tensor([float(d.stop)], device=model.device)).item() > 0)
+
+
 def fit(
     model: Model,
     solution: Solution,
@@ -371,6 +410,8 @@ def fit(
     meta: dict | None = None,
     resume: bool = True,
     progress: bool | None = None,
+    stop_when: StopRule | None = None,
+    eval_every: int | None = None,
 ) -> TrainResult:
     """Train ``solution`` on ``train`` and save it to ``out/final`` (plus ``out/train_log.json``).
 
@@ -381,6 +422,12 @@ def fit(
       ``retain_set``].
     With ``resume`` the latest checkpoint in ``out/checkpoints`` is continued exactly; a checkpoint of a run with
     other settings or data (see :func:`run_fingerprint`) is an error. Without it, old checkpoints are removed.
+
+    Stopping rule: with ``stop_when`` (a :data:`StopRule`), after every ``eval_every``-th optimiser step and after
+    the last one it is called with the solution applied; its :class:`StopDecision` is recorded (``metrics["evals"]``,
+    each with the ``checkpoint`` directory of the kept state) and ``stop=True`` ends training there. The step
+    budget is ``cfg.max_steps`` (or the epochs); ``metrics`` reports ``steps`` done, ``budget_steps`` and
+    ``stopped_by_rule``.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -393,6 +440,8 @@ def fit(
         raise InputError("kl_weight > 0 needs kl_data")
     if cfg.retain_weight and retain_set is None:
         raise InputError("retain_weight > 0 needs retain data")
+    if stop_when is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
+        raise InputError(f"a stopping rule needs eval_every, an integer ≥ 1 (optimiser steps between evaluations), got {eval_every!r}")
     params = solution.parameters()
     if not params:
         raise InputError("the solution has no trainable parameters")
@@ -406,6 +455,8 @@ def fit(
     state, world, rank, allsum = _dist()
     if not resume and (out / "checkpoints").is_dir() and rank == 0:
         shutil.rmtree(out / "checkpoints")  # starting over: another run's checkpoints must not be resumed later
+    if not resume and (out / "evals").is_dir() and rank == 0:
+        shutil.rmtree(out / "evals")  # … nor its evaluated candidates be taken for this run's
     if resume:
         step, curve = _load_checkpoint(out, solution, opt, sched, fingerprint)
     pad = model.tokenizer.pad_token_id
@@ -415,6 +466,7 @@ def fit(
         raise InputError(f"batch_size {cfg.batch_size} is smaller than the {world} processes it is split across")
     main = rank == 0
     n_tokens_seen = 0
+    stopped = False
     t0 = time.time()
     what = f"train {solution.kind}" + (f" ({meta['variant']})" if meta and meta.get("variant") else "")
     bar = progress_bar(desc=what, total=steps, initial=step, progress=progress if main else False, min_total=1, unit="step", leave=True)
@@ -492,6 +544,8 @@ def fit(
             elapsed = time.time() - t0
             bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens_seen * world / max(elapsed, 1e-9):.0f}")
             bar.update(1)
+            if stop_when is not None and (step % eval_every == 0 or step == steps):
+                stopped = _evaluate(out, step, model, solution, stop_when, curve, meta, main, allsum)
             if cfg.save_every and step % cfg.save_every == 0 and step < steps:
                 if main:
                     _save_checkpoint(out, step, solution, opt, sched, curve, fingerprint)
@@ -500,8 +554,12 @@ def fit(
             if cfg.stop_at_step is not None and step >= cfg.stop_at_step and step < steps:
                 bar.close()
                 return TrainResult(out, {"stopped_at": step, "curve": curve})
+            if stopped:
+                break
     bar.close()
-    info = {**(meta or {}), "config": asdict(cfg), "steps": steps, "n_examples": len(train.examples),
+    evals = [c["eval"] for c in curve if "eval" in c]
+    info = {**(meta or {}), "config": asdict(cfg), "steps": step, "budget_steps": steps, "stopped_by_rule": stopped,
+            **({"evals": evals} if stop_when is not None else {}), "n_examples": len(train.examples),
             "n_truncated": train.n_truncated, "n_dropped": train.n_dropped, "wall_s": round(time.time() - t0, 2),
             "tokens_per_s": n_tokens_seen * world / max(time.time() - t0, 1e-9), "final_loss": curve[-1]["loss"] if curve else None,
             "processes": world, "versions": versions()}
