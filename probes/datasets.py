@@ -51,8 +51,15 @@ def load(name: str, split: str | None = None) -> list[dict]:
 
 
 def load_questions(path: str | Path) -> list[dict]:
-    """A Betley-style YAML question set: each question has ``id`` and non-empty ``paraphrases`` (optional
-    ``system``, ``aligned``/``misaligned`` reference answers, ``domain``)."""
+    """A question set in Betley et al.'s YAML format, as published (e.g. their ``first_plot_questions.yaml``) or as
+    shipped here: a top-level list of questions, or a mapping with ``questions`` (and ``version``). YAML anchors
+    and aliases are resolved. Each question needs an ``id`` (unique) and non-empty ``paraphrases``; the optional
+    fields are checked when present — ``system`` (a string), ``judge_prompts`` (a mapping of name → prompt
+    template), ``samples_per_paraphrase`` (a positive integer), ``type`` (a string) — and every raw field is kept
+    (``aligned`` / ``misaligned`` reference answers, ``domain``, ``judge``, …). Records are independent copies
+    (aliased lists are not shared), each with ``version`` (``None`` for a top-level list)."""
+    import copy
+
     import yaml
 
     path = Path(path)
@@ -62,16 +69,29 @@ def load_questions(path: str | Path) -> list[dict]:
         raise InputError(f"{path}: cannot read question set ({e})") from None
     qs = doc.get("questions") if isinstance(doc, dict) else doc
     if not isinstance(qs, list) or not qs:
-        raise InputError(f"{path}: expected a list of questions")
+        raise InputError(f"{path}: expected a list of questions (top level, or under 'questions')")
     version = doc.get("version") if isinstance(doc, dict) else None
-    out = []
+    out, seen = [], set()
     for i, q in enumerate(qs):
         if not isinstance(q, dict) or "id" not in q:
             raise InputError(f"{path}: question {i} has no id")
+        name = q["id"]
+        if name in seen:
+            raise InputError(f"{path}: question id {name!r} appears twice")
+        seen.add(name)
         para = q.get("paraphrases")
         if not isinstance(para, list) or not para or not all(isinstance(x, str) and x.strip() for x in para):
-            raise InputError(f"{path}: question {q['id']!r} has no paraphrases")
-        out.append({"version": version, **q})
+            raise InputError(f"{path}: question {name!r} has no paraphrases")
+        for key in ("system", "type"):
+            if q.get(key) is not None and not isinstance(q[key], str):
+                raise InputError(f"{path}: question {name!r}: {key} must be a string, got {type(q[key]).__name__}")
+        jp = q.get("judge_prompts")
+        if jp is not None and not (isinstance(jp, dict) and jp and all(isinstance(k, str) and isinstance(v, str) for k, v in jp.items())):
+            raise InputError(f"{path}: question {name!r}: judge_prompts must map names to prompt templates")
+        n = q.get("samples_per_paraphrase")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise InputError(f"{path}: question {name!r}: samples_per_paraphrase must be a positive integer, got {n!r}")
+        out.append({"version": version, **copy.deepcopy(q)})
     return out
 
 
