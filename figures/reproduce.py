@@ -483,10 +483,12 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
     j = st["general"]["eps"].index(0.5) if 0.5 in st["general"]["eps"] else -1
     gm, gs, nm, ns = st["general"]["mean"][j], st["general"]["sd"][j], st["narrow"]["mean"][j], st["narrow"]["sd"][j]
     out.append(("Soligo et al.: the general solution is more stable (lower R(0.5))", stats.verdict(stats.point_difference(gm, nm), -1),
-                f"R(0.5) general {gm:.1f} ± {gs:.1f} %, narrow {nm:.1f} ± {ns:.1f} % (mean ± sd over paired seeds)"))
+                f"R(0.5) general {gm:.1f} ± {gs:.1f} %, narrow {nm:.1f} ± {ns:.1f} % (mean ± sd over paired seeds; difference "
+                f"{gm - nm:+.2g}; point estimate, no test)"))
     kl = solutions["generic_kl"]
     out.append(("Soligo et al.: the general solution influences generic text more", stats.verdict(stats.point_difference(kl["general"]["kl"][i], kl["narrow"]["kl"][i]), +1),
-                f"KL per token at equal norm: general {kl['general']['kl'][i]:.4f}, narrow {kl['narrow']['kl'][i]:.4f}, random {kl['general_random']['kl'][i]:.4f}"))
+                f"KL per token at equal norm: general {kl['general']['kl'][i]:.4f}, narrow {kl['narrow']['kl'][i]:.4f}, random "
+                f"{kl['general_random']['kl'][i]:.4f} (difference {kl['general']['kl'][i] - kl['narrow']['kl'][i]:+.2g}; point estimate, no test)"))
     return out
 
 
