@@ -46,7 +46,7 @@ class Preset:
     safety_per_domain: int
     safety_recipe: dict = field(default_factory=dict)
     safety_harmless_per_domain: int | None = None  # harmless prompts per domain in the safety fine-tune (None: = harmful)
-    safety_neighbours_per_domain: int = 36  # train-only harmless neighbours of the harmful topics (at most 36)
+    safety_neighbours_per_domain: int = 36  # train-only harmless neighbours of the harmful topics (at most 48)
     safety_eval_per_domain: int = 0  # held-out prompts per domain and class for the before/after table (0: eval_per_domain)
     unlearn_steps: int = 20
     em_steps: int = 40
@@ -63,7 +63,7 @@ class Preset:
     eps: tuple = (0.01, 0.1, 0.25, 0.5, 1.0)  # stability grid (must hold 0.5)
     judge_samples: int = 1  # sampled answers per EM-question paraphrase when a judge is given
     judge_tokens: int = 64
-    judge_limit: int | None = None  # EM questions judged (None: all 48)
+    judge_limit: int | None = None  # EM questions judged (None: all 68)
     seed: int = 0
 
 

@@ -12,7 +12,7 @@ from probes.refusal import is_refusal
 def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None,
                 neighbours_per_domain: int = 36):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
-    each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 36) train-only harmless
+    each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 48) train-only harmless
     neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
     hacked?") — the lever against over-refusing harmless requests that share a harmful topic's words."""
     from training.safety import SafetyData
