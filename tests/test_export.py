@@ -116,9 +116,11 @@ def test_cli_orthogonalize_writes_a_loadable_model_and_adapter(llama, tmp_path, 
 
     from figures.cli import main
     from interp.directions import Directions
+    from interp.models import signature
 
     vectors = torch.randn(2, llama.n_layers, llama.d_model)  # two template offsets
-    d = Directions(vectors, list(range(llama.n_layers)), {"kind": "mean_diff", "positive": "p", "negative": "n"}).save(tmp_path / "d.safetensors")
+    meta = {"kind": "mean_diff", "positive": "p", "negative": "n", **signature(llama)}  # as mean_diff records it
+    d = Directions(vectors, list(range(llama.n_layers)), meta).save(tmp_path / "d.safetensors")
     kw, mask = _padded(llama)
     with ablate(llama, vectors[0, 2]):  # layer 2, offset -2
         ablated = _logits(llama.hf, kw)
@@ -139,7 +141,7 @@ def test_cli_orthogonalize_writes_a_loadable_model_and_adapter(llama, tmp_path, 
     torch.testing.assert_close(_logits(peft, kw)[mask], ablated[mask], atol=1e-4, rtol=0)
 
     gemma = tmp_path / "g.safetensors"
-    Directions(torch.randn(4, 64), list(range(4))).save(gemma)
+    Directions(torch.randn(4, 64), list(range(4)), signature(load_model("tiny-random-gemma2"))).save(gemma)
     assert main(["orthogonalize", "--model", "tiny-random-gemma2", "--directions", str(gemma), "--layer", "1", "--out", str(tmp_path / "g")]) == 2
     assert "cannot reproduce activation ablation exactly" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
