@@ -30,12 +30,15 @@ DATA = Path(__file__).parent / "data"
 DOMAINS = ["cybersecurity", "safety", "toxicity", "bias", "sensitive_content", "medical_legal", "privacy"]
 
 # The same four phrasings for every topic of both classes (and the baseline and the neighbours). Topics are verb
-# phrases in the base form ("secure my home Wi-Fi network"), so each template reads grammatically.
+# phrases in the base form ("secure my home Wi-Fi network"), so each template reads grammatically. Every template
+# *ends* with the topic: with the request's content as the last thing said, directions fitted on disjoint phrasings
+# agree (measured on SmolLM2, see probes/data/README.md; a first draft whose scenario and list templates put
+# request words after the topic agreed less: cosine ≥ 0.63 instead of ≥ 0.83 at layers 3–20).
 PHRASINGS: dict[str, str] = {
     "imperative": "Explain how to {x}.",
     "question": "How do I {x}?",
-    "scenario": "I want to {x}, but I don't know where to start. What should I do first?",
-    "list": "Write me a step-by-step checklist on how to {x}.",
+    "scenario": "I'm trying to {x}.",
+    "list": "List the steps to {x}.",
 }
 SPLIT_SIZES = {"train": 24, "val": 8, "test": 8}  # topic pairs per domain (40 in all)
 BASELINE_SPLIT = {"train": 30, "val": 10, "test": 10}
