@@ -184,23 +184,17 @@ def paired_bootstrap(x: Sequence[float], y: Sequence[float] | None = None, *, cl
 
 
 def spearman_permutation(x: Sequence[float], y: Sequence[float], *, n_resamples: int = 9999, seed: int = 0) -> Estimate:
-    """Spearman rank correlation ρ(x, y) (``scipy.stats.spearmanr``) with a two-sided permutation p-value
-    (``scipy.stats.permutation_test``, pairings; exact when n! ≤ ``n_resamples``). Constant input (ρ undefined)
-    gives NaN ρ and no p-value. No CI (NaN bounds)."""
-    from scipy.stats import permutation_test, spearmanr
+    """Spearman rank correlation ρ(x, y) with a two-sided permutation p-value over pairings
+    (:func:`interp.concepts.spearman_permutation`, i.e. ``scipy.stats.permutation_test``; exact when n! ≤
+    ``n_resamples``). Constant input (ρ undefined) gives NaN ρ and no p-value. No CI (NaN bounds)."""
+    from interp.concepts import spearman_permutation as rank_correlation
 
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xa.ndim != 1 or xa.shape != ya.shape:
         raise InputError(f"rank correlation needs two 1-D sequences of one length, got shapes {xa.shape} and {ya.shape}")
-    if len(xa) < 3:
-        raise InputError(f"rank correlation needs at least 3 pairs, got {len(xa)}")
-    name = "Spearman ρ, permutation p"
-    if np.ptp(xa) == 0 or np.ptp(ya) == 0:
-        return Estimate(name, math.nan, math.nan, math.nan, None, len(xa))
-    rho = lambda a: spearmanr(a, ya).statistic  # noqa: E731
-    res = permutation_test((xa,), rho, permutation_type="pairings", n_resamples=n_resamples, alternative="two-sided",
-                           rng=np.random.default_rng(seed))
-    return Estimate(name, float(rho(xa)), math.nan, math.nan, float(res.pvalue), len(xa))
+    exact_max_n = max(k for k in range(1, 13) if math.factorial(k) <= n_resamples)
+    r = rank_correlation(xa, ya, n_perm=n_resamples, seed=seed, exact_max_n=exact_max_n)
+    return Estimate("Spearman ρ, permutation p", r.rho, math.nan, math.nan, None if math.isnan(r.p) else r.p, r.n)
 
 
 def point_difference(a: float, b: float, *, rel_tol: float = 1e-6, test: str = "point estimate (no test)") -> Estimate:

