@@ -26,15 +26,17 @@ from typing import Callable, Sequence
 import torch
 
 from experiments import stats
-from interp import ablate, load_model, mean_diff, progress, steer, with_adapter
+from interp import ablate, load_model, progress, steer, with_adapter
 from interp.concepts import concept_vectors, similarity_effect_correlation
 from interp.io import InputError, atomic_path, read_json, versions, write_json
+from interp.selection import NO_DIRECTION, refusal_direction
 from probes import datasets
 from probes.em_direction import contrast_set_direction
 from probes.em_score import em_score
+from probes.refusal import refusal_tokens
 
 from . import plots
-from .refusal_experiments import ablation_experiment, layer_sweep
+from .refusal_experiments import ablation_experiment
 from .training_runs import aligned_organism
 
 
@@ -57,6 +59,7 @@ class Preset:
     seeds: int = 3
     gen_tokens: int = 24
     sweep_stride: int = 1
+    filter_by_refusal: bool = True  # keep train/val prompts by the organism's own refusal score, as published (smoke: off — a tiny random model refuses nothing)
     solutions_limit: int = 12
     select_per_domain: int = 0  # validation prompts per domain and class for the layer sweep (0: eval_per_domain)
     norm_factors: tuple = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)  # equal-norm grid, × the mean trained norm (must hold 1.0)
@@ -68,7 +71,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400),
+    "smoke": Preset("tiny-random-llama", 3, 2, 3, dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400), filter_by_refusal=False,
                     unlearn_steps=2, em_steps=2, em_limit=8, seeds=2, gen_tokens=4, solutions_limit=3,
                     norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5), judge_tokens=4, judge_limit=3,
                     em_sets=("bad_medical", "risky_financial"), direction_pairs=8, safety_neighbours_per_domain=3),
@@ -191,24 +194,38 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
     safe_tr = [x for v in _domain_prompts("harmless", "train", p.train_per_domain).values() for x in v]
 
     def s_refusal() -> dict:
-        d = mean_diff(aligned, harm_tr, safe_tr, meta={"what": "refusal direction"})
-        d.save(out / "artifacts" / "refusal_direction.safetensors")
+        # Arditi et al. as published (interp.selection.refusal_direction): train / val prompts filtered by the
+        # organism's own refusal score, candidates at every post-instruction offset × the swept layers below 80 %
+        # depth (every ``sweep_stride``-th layer: 1 = all, as published), filters KL ≤ 0.1, steering score > 0;
+        # the selected (layer, offset) row is the one evaluated. When nothing passes, the relaxed-KL candidate is
+        # evaluated as an *exploratory* fallback and the claims say that no direction passes.
         n_val = p.select_per_domain or p.eval_per_domain
         val_h = [x for v in _domain_prompts("harmful", "val", n_val).values() for x in v]
         val_s = [x for v in _domain_prompts("harmless", "val", n_val).values() for x in v]
-        # candidates beyond 80 % depth are excluded by the selection filters anyway: don't spend passes on them
         layers = [l for l in range(0, aligned.n_layers, p.sweep_stride) if l < 0.8 * aligned.n_layers] or [0]
-        sel = layer_sweep(aligned, d, val_h, val_s, out / "figures" / "refusal_sweep", layers=layers)
-        run.fig([out / "figures" / "refusal_sweep" / "layer_sweep.png"])
-        relaxed = None if sel.best else sel.relaxed()
-        best = sel.best or (relaxed[0] if relaxed else max(sel.table, key=lambda c: c.steering_score))
-        res = ablation_experiment(aligned, d.vector(best.layer), best.layer, _domain_prompts("harmful", "test", p.eval_per_domain),
+        sel = refusal_direction(aligned, harm_tr, safe_tr, val_h, val_s, refusal_tokens=refusal_tokens(aligned.tokenizer),
+                                layers=layers, fallback="relaxed_kl", filter_train=p.filter_by_refusal,
+                                filter_val=p.filter_by_refusal)
+        sel.directions.save(out / "artifacts" / "refusal_direction.safetensors")
+        sweep = out / "figures" / "refusal_sweep"
+        sel.save(sweep / "selection.json")
+        table = sel.to_dict()
+        run.fig(plots.layer_sweep(table["table"], table["baseline"], sweep / "layer_sweep", kl_threshold=0.1,
+                                  title=f"{aligned.name}: refusal-direction sweep"))
+        best = sel.best or (sel.exploratory or {}).get("candidate")
+        base = {"status": sel.status, "selected_by_filters": sel.best is not None, "filtering": sel.filtering,
+                "baseline": sel.baseline, "n_per_cell": p.eval_per_domain}
+        if best is None:  # nothing passes and no exploratory candidate either: nothing to evaluate
+            return {**base, "layer": None, "pos": None, "candidate": None}
+        res = ablation_experiment(aligned, sel.directions.vector(best.layer, best.pos), best.layer,
+                                  _domain_prompts("harmful", "test", p.eval_per_domain),
                                   _domain_prompts("harmless", "test", p.eval_per_domain), out / "figures" / "refusal_ablation",
                                   max_new_tokens=p.gen_tokens, seed=p.seed)
         run.fig([out / "figures" / "refusal_ablation" / "ablation_harmful.png", out / "figures" / "refusal_ablation" / "ablation_harmless.png"])
-        return {"layer": best.layer, "selected_by_filters": sel.best is not None, "kl_threshold_used": relaxed[1] if relaxed else 0.1,
-                "baseline": sel.baseline,
+        return {**base, "layer": best.layer, "pos": best.pos,
+                "kl_threshold_used": 0.1 if sel.best else sel.exploratory["kl_threshold"],
                 "candidate": {"ablation_score": best.ablation_score, "steering_score": best.steering_score, "kl": best.kl},
+                "coherence": res.get("coherence"),
                 "harmful": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmful"].items()},
                 "harmless": {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in res["harmless"].items()},
                 # per-prompt outcomes, prompts in the same order in every condition: the claims' paired tests
@@ -217,7 +234,7 @@ def reproduce(preset_name: str, out: str | Path, *, model: str | None = None, de
                 "n_per_cell": p.eval_per_domain}
 
     refusal = run.stage("2_refusal_direction", ["train_per_domain", "eval_per_domain", "select_per_domain", "sweep_stride",
-                                                 "gen_tokens"], s_refusal, after=["1_aligned"])
+                                                 "filter_by_refusal", "gen_tokens"], s_refusal, after=["1_aligned"])
 
     # 3. concept vectors ---------------------------------------------------------------------------------------
     def s_concepts() -> dict:
@@ -428,7 +445,16 @@ def _paired_em_claim(claim: str, em: dict, low: str, high: str) -> tuple[str, st
             f"n = {len(ood)} questions (power floor {need})")
 
 
-def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: dict | None = None) -> list[tuple[str, str, str]]:
+ARDITI_CLAIMS = ("Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts",
+                 "Arditi et al.: … and a norm-matched random direction does not (ablated < random ablated)",
+                 "Arditi et al.: adding it makes harmless prompts refused")
+
+
+def _refusal_claims(refusal: dict) -> list[tuple[str, str, str]]:
+    """Arditi et al.'s three claims. Only a direction that passed the published filters can reproduce them: with
+    none, the verdict says so, and the exploratory candidate's numbers (if one was evaluated) are evidence only."""
+    if refusal.get("layer") is None:
+        return [(c, "no", f"{NO_DIRECTION}, and no exploratory candidate to evaluate") for c in ARDITI_CLAIMS]
     h, s, n = refusal["harmful"], refusal["harmless"], refusal["n_per_cell"]
     col = lambda table, c: {d: v[c] for d, v in table.items()}  # noqa: E731
     o = refusal.get("outcomes")  # per-prompt outcomes (same prompts in every condition): paired tests
@@ -441,6 +467,15 @@ def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: 
                        paired=(oh("ablated"), oh("random_ablated"))),
            _rate_claim("Arditi et al.: adding it makes harmless prompts refused", col(s, "baseline"), col(s, "steered"), n,
                        names=("baseline", "steered"), paired=(os_("baseline"), os_("steered")))]
+    if refusal.get("selected_by_filters", True):
+        return out
+    where = (f"exploratory candidate (layer {refusal['layer']}, offset {refusal.get('pos', -1)}, KL filter relaxed to "
+             f"≤ {refusal.get('kl_threshold_used', float('nan')):.3g})")
+    return [(c, "no", f"{NO_DIRECTION}; {where}, not counted (its own verdict: {v}) — {ev}") for c, v, ev in out]
+
+
+def _claims(refusal: dict, unlearning: dict, em: dict, solutions: dict, judged: dict | None = None) -> list[tuple[str, str, str]]:
+    out = _refusal_claims(refusal)
     aligned = {d: v["refusal_rate"] for d, v in unlearning["aligned"].items()}
     n_u = next(iter(unlearning["aligned"].values()))["n"]
     for concept in ("cybersecurity", "safety"):
@@ -512,11 +547,18 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
     for d in aligned_res["after"]:
         b, a = aligned_res["before"][d], aligned_res["after"][d]
         L.append(f"| {d} | {b['harmful_refusal']:.2f} → {a['harmful_refusal']:.2f} | {b['harmless_refusal']:.2f} → {a['harmless_refusal']:.2f} |")
-    how = ("passed the filters" if refusal["selected_by_filters"] else
-           f"no candidate passed KL ≤ 0.1: least-relaxed KL filter, KL ≤ {refusal.get('kl_threshold_used', float('nan')):.3g}")
-    L.append(f"\n## 2. Refusal direction (layer {refusal['layer']}, {how})\n")
+    f = refusal.get("filtering") or {}
+    kept = "; ".join(f"{k}: {v}" for k, v in f.items()) if f else "not recorded"
+    if refusal.get("layer") is None:
+        L.append(f"\n## 2. Refusal direction: {NO_DIRECTION}, and no exploratory candidate either\n")
+    else:
+        how = ("selected by the published filters" if refusal["selected_by_filters"] else
+               f"{NO_DIRECTION}; *exploratory* candidate with the KL filter relaxed to ≤ "
+               f"{refusal.get('kl_threshold_used', float('nan')):.3g}, not counted as reproducing")
+        L.append(f"\n## 2. Refusal direction (layer {refusal['layer']}, template offset {refusal.get('pos', -1)}; {how})\n")
+    L.append(f"Prompts kept by the organism's own refusal score (harmful > 0, harmless < 0): {kept}.\n")
     L.append("| domain | harmful: baseline | ablated | random ablated | harmless: baseline | steered | random steered |\n|---|---|---|---|---|---|---|")
-    for d in refusal["harmful"]:
+    for d in refusal.get("harmful", {}):
         h, s = refusal["harmful"][d], refusal["harmless"][d]
         L.append(f"| {d} | {h['baseline']:.2f} | {h['ablated']:.2f} | {h['random_ablated']:.2f} | {s['baseline']:.2f} | {s['steered']:.2f} | {s['random_steered']:.2f} |")
     c = refusal.get("candidate")
@@ -524,6 +566,16 @@ def write_report(run: Run, aligned_res, refusal, concepts, unlearning, em, solut
         L.append(f"\nSelected candidate on the validation split: ablation score {c['ablation_score']:.2f} (baseline harmful "
                  f"{refusal['baseline']['harmful_score']:.2f}), steering score {c['steering_score']:.2f} (baseline harmless "
                  f"{refusal['baseline']['harmless_score']:.2f}), KL {c['kl']:.3g}; full table in `figures/refusal_sweep/selection.json`.")
+    coh = refusal.get("coherence") or {}
+    if coh:
+        L.append("\nCoherence beside each condition (definition 14): KL(organism ‖ intervened) of next-token distributions on "
+                 "the held-out harmless prompts (mean), and the share of degenerate generations (empty, prompt echo, "
+                 "repeated n-gram) on harmful / harmless prompts.\n")
+        L.append("| condition | harmless KL | degenerate (harmful) | degenerate (harmless) |\n|---|---|---|---|")
+        num = lambda x: f"{x:.3g}" if isinstance(x, (int, float)) else "–"  # noqa: E731
+        for cond, c in coh.items():
+            L.append(f"| {cond} | {num(c.get('harmless_kl_mean'))} | {num(c.get('degeneration_rate_harmful'))} | "
+                     f"{num(c.get('degeneration_rate_harmless'))} |")
     L.append(f"\nn = {refusal['n_per_cell']} prompts per cell; 95 % Wilson intervals in `figures/refusal_ablation/ablation.json`.\n")
     L.append("## 3. Concept vectors\n\nCosine matrices per layer: `artifacts/concepts.json`; heatmaps below.\n")
     L.append("## 4. Narrow refusal unlearning: refusal per domain on held-out harmful prompts\n")

@@ -22,8 +22,16 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
 
     for row in claims:
         assert row.split(" | ")[1] in VERDICTS, row
-    # the same prompts before / after an intervention: the exact McNemar test on the kept per-prompt outcomes
-    assert sum("exact McNemar (paired)" in row for row in claims) == 7
+    # the same prompts before / after an intervention: the exact McNemar test on the kept per-prompt outcomes (the
+    # 4 unlearning claims; the 3 refusal-direction claims too, unless no direction passes the published filters —
+    # then they say so, and are "no" whatever an exploratory candidate does)
+    from interp.selection import NO_DIRECTION
+
+    arditi = [row for row in claims if row.startswith("| Arditi")]
+    assert len(arditi) == 3
+    for row in arditi:
+        assert "exact McNemar (paired)" in row or (NO_DIRECTION in row and row.split(" | ")[1] == "no"), row
+    assert sum("exact McNemar (paired)" in row for row in claims if not row.startswith("| Arditi")) == 4
     figs = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figs) >= 10
     for f in figs:
@@ -62,3 +70,24 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     with pytest.raises(SystemExit) as e:  # argparse rejects an unknown preset with usage and exit code 2
         main(["reproduce", "--preset", "nope", "--out", str(tmp_path / "x")])
     assert e.value.code == 2 and not (tmp_path / "x").exists()
+
+
+def test_refusal_claims_count_only_a_direction_that_passed_the_published_filters():
+    from figures.reproduce import _refusal_claims
+    from interp.selection import NO_DIRECTION
+
+    n = 12
+    bits = {"baseline": [True] * n, "ablated": [False] * n, "random_ablated": [True] * n}
+    soft = {"baseline": [False] * n, "steered": [True] * n, "random_steered": [False] * n}
+    refusal = {"layer": 3, "pos": -1, "n_per_cell": n, "selected_by_filters": True, "kl_threshold_used": 0.1,
+               "harmful": {d: {c: sum(v) / n for c, v in bits.items()} for d in ("a", "b")},
+               "harmless": {d: {c: sum(v) / n for c, v in soft.items()} for d in ("a", "b")},
+               "outcomes": {"harmful": {d: {c: {"refusals": v} for c, v in bits.items()} for d in ("a", "b")},
+                            "harmless": {d: {c: {"refusals": v} for c, v in soft.items()} for d in ("a", "b")}}}
+    selected = _refusal_claims(refusal)
+    assert [v for _, v, _ in selected] == ["yes", "yes", "yes"] and all("McNemar" in ev for _, _, ev in selected)
+    exploratory = _refusal_claims({**refusal, "selected_by_filters": False, "kl_threshold_used": 0.8})
+    for _, v, ev in exploratory:  # the same numbers from an exploratory candidate never reproduce the claim
+        assert v == "no" and NO_DIRECTION in ev and "exploratory" in ev and "its own verdict: yes" in ev
+    nothing = _refusal_claims({"layer": None, "selected_by_filters": False, "n_per_cell": n})
+    assert [v for _, v, _ in nothing] == ["no"] * 3 and all(NO_DIRECTION in ev for _, _, ev in nothing)
