@@ -453,7 +453,7 @@ ARDITI_CLAIMS = ("Arditi et al.: ablating the refusal direction lowers refusal o
 def _refusal_claims(refusal: dict) -> list[tuple[str, str, str]]:
     """Arditi et al.'s three claims. Only a direction that passed the published filters can reproduce them: with
     none, the verdict says so, and the exploratory candidate's numbers (if one was evaluated) are evidence only."""
-    if refusal.get("layer") is None:
+    if "harmful" not in refusal:  # nothing was evaluated (stage results before this check always were)
         return [(c, "no", f"{NO_DIRECTION}, and no exploratory candidate to evaluate") for c in ARDITI_CLAIMS]
     h, s, n = refusal["harmful"], refusal["harmless"], refusal["n_per_cell"]
     col = lambda table, c: {d: v[c] for d, v in table.items()}  # noqa: E731
