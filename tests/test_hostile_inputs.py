@@ -287,6 +287,11 @@ def test_seed_beyond_what_torch_takes(tmp_path, capsys):
     assert len(micro_batches(5, TrainConfig(seed=2**63 - 1, batch_size=2))[0]) == 3  # the largest seed trains
 
 
+def _default_sigint() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_cli_training_prints_where_to_resume(tmp_path):
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in DATA))
@@ -294,7 +299,10 @@ def test_sigint_during_cli_training_prints_where_to_resume(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "figures.cli", "train", "lora", "--model", "tiny-random-llama", "--data", str(data),
                              "--max-steps", "100000", "--save-every", "1", "--batch-size", "1", "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a child inherits an ignored or blocked SIGINT (whatever ran earlier in the test session),
+                            # and Python then raises no KeyboardInterrupt: start it as an interactive shell would
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 120
         while not any((out / "checkpoints").glob("step-*")) and time.time() < deadline and proc.poll() is None:
