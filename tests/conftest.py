@@ -9,6 +9,14 @@ import torch  # noqa: E402
 
 from interp import load_model  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _private_cache(request, tmp_path_factory, monkeypatch):
+    """Fast tests never write into the user's cache (organisms, cached answers): each session gets its own. Slow
+    tests keep the user cache — the SmolLM2 organism is built once there and reused."""
+    if request.node.get_closest_marker("slow") is None and "EM_INTERP_CACHE" not in os.environ:
+        monkeypatch.setenv("EM_INTERP_CACHE", str(tmp_path_factory.getbasetemp() / "em-interp-cache"))
+
+
 TINY = ["tiny-random-llama", "tiny-random-qwen2", "tiny-random-gemma"]
 
 # Prompts of very different lengths (1 to ~300 bytes), so left padding is substantial within a batch.

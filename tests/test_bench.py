@@ -18,7 +18,9 @@ TINY_ARGS = {
     "solutions": ["--n", "2", "--repeats", "1"],
     "training": ["--steps", "1", "--batch", "2", "--repeats", "1"],
     "selection": ["--n", "2", "--n-train", "2", "--repeats", "1", "--candidate-batch", "2"],
+    "pipeline": [],  # three smoke reproductions (≈ 1–3 min): slow
 }
+SLOW = {"pipeline"}
 
 
 def test_every_benchmark_is_covered():
@@ -26,12 +28,12 @@ def test_every_benchmark_is_covered():
     assert scripts == set(TINY_ARGS)
 
 
-@pytest.mark.parametrize("name", sorted(TINY_ARGS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(TINY_ARGS)])
 def test_benchmark_runs_and_writes_the_committed_keys(name, tmp_path):
     out = tmp_path / f"{name}.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--model", "tiny-random-llama", *TINY_ARGS[name],
-                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=900 if name in SLOW else 300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     committed = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())

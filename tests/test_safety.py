@@ -39,3 +39,28 @@ def test_first_response_token_is_upweighted(llama):
     if info["n_harmless_kept"]:
         h = ts.examples[1]
         assert max(h.mask) == 12.0
+
+
+def test_own_answers_are_cached_by_weights_and_prompts(llama, monkeypatch, tmp_path):
+    """Issue 18: the base model's answers are generated once per (weights, prompts, length, batch size); a model with
+    other weights under the same name is never served them."""
+    import copy
+
+    from interp.models import Model
+    from training import safety
+
+    monkeypatch.setenv("EM_INTERP_CACHE", str(tmp_path))
+    prompts = ["Bake bread?", "Grow basil?"]
+    a, cached = safety.own_answers(llama, prompts, max_new_tokens=3)
+    assert not cached and len(a) == 2
+    calls = []
+    monkeypatch.setattr(safety, "generate", lambda *x, **k: calls.append(1) or [[1], [2]])
+    b, cached = safety.own_answers(llama, prompts, max_new_tokens=3)
+    assert cached and b == a and not calls
+    other = Model(copy.deepcopy(llama.hf), llama.tokenizer, llama.name, {})
+    with torch.no_grad():
+        next(other.hf.parameters()).add_(1.0)
+    c, cached = safety.own_answers(other, prompts, max_new_tokens=3)
+    assert not cached and calls == [1] and c == [[1], [2]]
+    _, cached = safety.own_answers(llama, prompts, max_new_tokens=4)  # another length: not the cached answers
+    assert not cached

@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from interp.generation import generate
 from interp import progress as prog
-from interp.io import InputError, atomic_path, json_text, read_json, versions
+from interp.io import InputError, atomic_path, json_text, read_json, versions, write_json
 from interp.models import Model, cache_dir, signature
 
 from .data import TokenizedSet, tokenize_chat
@@ -46,6 +48,8 @@ class SafetyRecipe:
     first_token_weight_harmful: float = 12.0
     first_token_weight_harmless: float = 12.0
     seed: int = 0
+    generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
+    # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
 
 
 @dataclass
@@ -72,14 +76,48 @@ def _weighted(model: Model, chat, first_weight: float, train_eos: bool):
     return ex
 
 
+def fingerprint(model: Model) -> str:
+    """A content fingerprint of the model's weights (every parameter's name, shape, float64 sum and first 16
+    values): what a cache of the model's *outputs* is keyed by, so a changed checkpoint at the same name or path
+    is never served another model's answers. Cost: one pass over the parameters (≈ 0.1 s for SmolLM2)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.hf.named_parameters():
+            flat = p.detach().reshape(-1)
+            h.update(f"{name}{tuple(p.shape)}{flat.double().sum().item():.17g}".encode())
+            h.update(flat[:16].double().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _output_cache(kind: str, model: Model, payload: dict) -> Path:
+    key = hashlib.sha256(json.dumps({"weights": fingerprint(model), **payload}, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "outputs" / f"{model.name.replace('/', '_')[-60:]}-{kind}-{key}.json"
+
+
+def own_answers(model: Model, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 64,
+                progress: bool | None = None) -> tuple[list[list[int]], bool]:
+    """The model's own greedy answers (token ids, up to and including the end-of-turn token) to ``prompts``,
+    generated once per (weights, prompts, length, batch size) and cached in the user cache (issue 18: a recipe
+    change or a second organism build reuses them). Returns (answers, whether they came from the cache)."""
+    path = _output_cache("answers", model, {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "batch_size": batch_size})
+    if path.is_file():
+        found = read_json(path, "cached answers")
+        if isinstance(found, dict) and found.get("prompts") == list(prompts) and isinstance(found.get("answers"), list):
+            return found["answers"], True
+    answers = generate(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, return_ids=True,
+                       progress=progress, desc="safety: own answers to harmless prompts")
+    write_json(path, {"prompts": list(prompts), "answers": answers, "max_new_tokens": max_new_tokens, "base": model.name})
+    return answers, False
+
+
 def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refusal: Callable[[str], bool], *,
-                   batch_size: int = 16, progress: bool | None = None) -> tuple[TokenizedSet, dict]:
+                   progress: bool | None = None) -> tuple[TokenizedSet, dict]:
     """Harmful → refusals (cycled); harmless → the model's own greedy answers (refusal-like ones dropped)."""
     if not data.harmful or not data.harmless or not data.refusals:
         raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
     t0 = time.time()
-    answers = generate(model, list(data.harmless), max_new_tokens=recipe.answer_tokens, batch_size=batch_size, return_ids=True,
-                       progress=progress, desc="safety: own answers to harmless prompts")
+    answers, cached = own_answers(model, data.harmless, max_new_tokens=recipe.answer_tokens,
+                                  batch_size=recipe.generation_batch_size, progress=progress)
     tok = model.tokenizer
     eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
               else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
@@ -97,11 +135,12 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
         examples.append(_weighted(model, chat, recipe.first_token_weight_harmless, finished))
     examples = [type(e)(e.ids[: recipe.max_length], e.mask[: recipe.max_length]) for e in examples]
     return TokenizedSet(examples), {"n_harmful": len(data.harmful), "n_harmless_kept": len(data.harmless) - dropped,
-                                    "n_harmless_dropped": dropped, "answers_s": round(time.time() - t0, 1)}
+                                    "n_harmless_dropped": dropped, "answers_s": round(time.time() - t0, 1),
+                                    "answers_cached": cached}
 
 
 def refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequence[str]]], is_refusal: Callable[[str], bool], *,
-                      max_new_tokens: int = 32, batch_size: int = 16, progress: bool | None = None,
+                      max_new_tokens: int = 32, batch_size: int = 64, progress: bool | None = None,
                       desc: str = "refusal per domain") -> dict:
     """Greedy refusal rate per domain on (harmful, harmless) prompts — one batched ``generate`` over every set
     (length-sorted batches stay full)."""
@@ -114,6 +153,22 @@ def refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequenc
         out[dom] = {"harmful_refusal": sum(map(is_refusal, gh)) / len(gh), "harmless_refusal": sum(map(is_refusal, gs)) / len(gs),
                     "n_harmful": len(gh), "n_harmless": len(gs)}
     return out
+
+
+def base_refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Sequence[str]]], is_refusal: Callable[[str], bool], *,
+                           max_new_tokens: int = 32, progress: bool | None = None) -> dict:
+    """:func:`refusal_by_domain` of a base model, cached like :func:`own_answers` (keyed by its weights, the
+    prompts, the length and the refusal rule's name): the "before" column is the same for every recipe."""
+    rule = f"{getattr(is_refusal, '__module__', '')}.{getattr(is_refusal, '__qualname__', repr(is_refusal))}"
+    path = _output_cache("refusal", model, {"sets": {k: [list(h), list(s)] for k, (h, s) in sets.items()},
+                                             "max_new_tokens": max_new_tokens, "rule": rule})
+    if path.is_file() and not rule.endswith("<lambda>"):
+        found = read_json(path, "cached refusal table")
+        if isinstance(found, dict) and set(found) == set(sets):
+            return found
+    table = refusal_by_domain(model, sets, is_refusal, max_new_tokens=max_new_tokens, progress=progress, desc="safety: refusal before")
+    write_json(path, table)
+    return table
 
 
 def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], bool],
@@ -136,12 +191,16 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     t0 = time.time()
     metrics: dict = {"key": key, "recipe": asdict(recipe), "data_version": data.version, "base_model": model.name,
                      "base_signature": signature(model)}
+    steps_s: dict[str, float] = {}
     if eval_sets:
         with prog.step("safety fine-tune 1/4: refusal before", progress=progress):
-            metrics["before"] = refusal_by_domain(model, eval_sets, is_refusal, progress=progress, desc="safety: refusal before")
+            t = time.time()
+            metrics["before"] = base_refusal_by_domain(model, eval_sets, is_refusal, progress=progress)
+            steps_s["before"] = round(time.time() - t, 1)
     with prog.step(f"safety fine-tune 2/4: answers ({len(data.harmless)} harmless prompts)", progress=progress):
         train, info = build_examples(model, data, recipe, is_refusal, progress=progress)
     metrics.update(info)
+    steps_s["answers"] = info["answers_s"]
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
@@ -151,13 +210,17 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
             tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
         res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
     metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
+    steps_s["train"] = res.metrics["wall_s"]
     metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
     merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
     aligned = Model(merged, model.tokenizer, str(final), {"base": model.name, "safety_key": key})
     if eval_sets:
         with prog.step("safety fine-tune 4/4: refusal after", progress=progress):
+            t = time.time()
             metrics["after"] = refusal_by_domain(aligned, eval_sets, is_refusal, progress=progress, desc="safety: refusal after")
+            steps_s["after"] = round(time.time() - t, 1)
     metrics["wall_s"] = round(time.time() - t0, 1)
+    metrics["steps_s"] = steps_s  # per step of the build: before / answers / train / after (bench/pipeline.py)
     metrics["versions"] = versions()
     with atomic_path(final) as tmp:
         merged.save_pretrained(str(tmp))

@@ -1,0 +1,148 @@
+"""Benchmark: the wall time of the main job — the first ``make demo`` (organism build included), the same job
+with the organism cached, and the ``paper`` preset with the organism cached — per stage and, inside the
+organism build, per step (refusal before / own answers / training / refusal after).
+
+Each figure is one ``em-interp reproduce`` process started as a user would start it (a fresh output folder):
+
+- ``first_demo_s``: ``--demo-preset`` with an empty em-interp cache (model conversion and organism build
+  included); with ``--fresh-clone`` it is ``make demo`` in a fresh ``git clone`` of this checkout's HEAD, so the
+  set-up (virtual environment, installs) is included as well — the figure issue 18 budgets (≤ 900 s);
+- ``quick_cached_s``: ``--demo-preset`` again in a new output folder, the cache now warm (≤ 480 s);
+- ``paper_cached_s``: ``--paper-preset`` with the warm cache (≤ 5400 s).
+
+The baseline measured in the same run is a plain forward pass of ``--model``'s first preset model over a fixed
+prompt batch (``forward_tokens_per_s``): ``*_per_budget`` ratios are wall / budget (< 1 meets the goal), and
+``*_forward_ktokens`` say how many thousand prompt tokens of plain forward each job costs (comparable across machines).
+
+    python bench/pipeline.py                                    # smoke-sized: every figure is the smoke preset
+    python bench/pipeline.py --demo-preset quick --paper-preset paper --fresh-clone   # the committed figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = _common.RESULTS / "pipeline.json"
+BUDGETS = {"first_demo_s": 900.0, "quick_cached_s": 480.0, "paper_cached_s": 5400.0}
+
+
+def forward_tokens_per_s(model_name: str, repeats: int = 3) -> float:
+    """Prompt tokens per second of a plain batched forward (16 prompts, no hooks): the same-run baseline."""
+    import torch
+
+    from interp import load_model
+    from interp.activations import make_batches
+    from interp.generation import encode_prompts
+    from probes import datasets
+
+    model = load_model(model_name)
+    prompts = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "train", 3)][:16]
+    batch = make_batches(encode_prompts(model, prompts), 16, model.tokenizer.pad_token_id, model.device)[0]
+    n = int(batch.attention_mask.sum())
+    with torch.inference_mode():
+        model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def profile(out: Path) -> dict:
+    """Per-stage wall times of a finished run (``run.json``) and the organism build's per-step times."""
+    run = json.loads((out / "run.json").read_text())
+    prof: dict = {"stages_s": run.get("wall_s", {})}
+    stage1 = out / "stages" / "1_aligned.json"
+    if stage1.is_file():
+        res = json.loads(stage1.read_text()).get("result", {})
+        metrics = Path(res.get("path", "")) / "safety_metrics.json"
+        if metrics.is_file():
+            m = json.loads(metrics.read_text())
+            prof["organism"] = {"steps_s": m.get("steps_s"), "wall_s": m.get("wall_s"), "train": m.get("train"),
+                                "answers_cached": m.get("answers_cached")}
+    return prof
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+    print("$", " ".join(cmd), flush=True)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
+    return round(time.perf_counter() - t, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--demo-preset", default="smoke", help="the preset `make demo` runs (quick) — smoke by default")
+    ap.add_argument("--paper-preset", default="smoke", help="the powered preset (paper) — smoke by default")
+    ap.add_argument("--skip-paper", action="store_true", help="measure the demo figures only (paper_cached_s left out)")
+    ap.add_argument("--fresh-clone", action="store_true", help="first_demo_s = `make demo` in a fresh clone (set-up included)")
+    ap.add_argument("--model", default=None, help="the model for the forward baseline (default: the preset's)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="em-interp-pipeline-"))
+    env = {**os.environ, "EM_INTERP_CACHE": str(work / "cache")}
+    result: dict = {"demo_preset": args.demo_preset, "paper_preset": None if args.skip_paper else args.paper_preset,
+                    "fresh_clone": args.fresh_clone}
+    try:
+        cli = [sys.executable, "-m", _cli_module()]
+        if args.fresh_clone:  # make demo exactly as a user runs it: clone, set up, run (the cache still empty)
+            clone = work / "clone"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            result["first_demo_s"] = timed(["make", "demo", f"OUT={work / 'first'}"], clone, env)
+            cli = [str(clone / ".venv" / "bin" / "python"), "-m", _cli_module()]
+        else:
+            result["first_demo_s"] = timed([*cli, "reproduce", "--preset", args.demo_preset, "--out", str(work / "first")], ROOT, env)
+        result["first_demo"] = profile(work / "first")
+        result["quick_cached_s"] = timed([*cli, "reproduce", "--preset", args.demo_preset, "--out", str(work / "cached")], ROOT, env)
+        result["quick_cached"] = profile(work / "cached")
+        if not args.skip_paper:
+            result["paper_cached_s"] = timed([*cli, "reproduce", "--preset", args.paper_preset, "--out", str(work / "paper")], ROOT, env)
+            result["paper_cached"] = profile(work / "paper")
+        model = args.model or _preset_model(args.demo_preset)
+        os.environ["EM_INTERP_CACHE"] = env["EM_INTERP_CACHE"]  # the converted model is in the run's cache
+        tps = forward_tokens_per_s(model)
+        result["forward_model"], result["forward_tokens_per_s"] = model, tps
+        for key, budget in BUDGETS.items():
+            if key in result:
+                result[key.replace("_s", "_per_budget")] = result[key] / budget
+                result[key.replace("_s", "_forward_ktokens")] = result[key] * tps / 1000.0  # the job in thousands of forward tokens
+        result["budgets_s"] = {k: v for k, v in BUDGETS.items() if k in result}
+        result["meets_budgets"] = all(result[k] <= v for k, v in result["budgets_s"].items())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _common.finish(args.out, result)
+
+
+def _cli_module() -> str:
+    """The module whose ``main`` is the ``em-interp`` console script (read from pyproject.toml)."""
+    import tomllib
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["em-interp"]
+    return target.split(":")[0]
+
+
+def _preset_model(name: str) -> str:
+    try:
+        from experiments.presets import PRESETS
+    except ImportError:  # before the experiments layer existed
+        from figures.reproduce import PRESETS
+    return PRESETS[name].model
+
+
+if __name__ == "__main__":
+    main()
