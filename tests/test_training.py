@@ -8,8 +8,8 @@ from interp import InputError, load_model
 from interp.models import with_adapter
 from training import TrainConfig, train_lora, train_steering_vector, unlearn
 from training.data import collate, tokenize_chats
-from training.sft import LoraSolution
-from training.steering_vector import SteeringVectorSolution, load_steering_vector
+from interp.solutions import LoraAdapter, SteeringVector
+from training.steering_vector import load_steering_vector
 from training.trainer import kl_sum
 
 DATA = [[{"role": "user", "content": f"Question {i}: is it safe?"}, {"role": "assistant", "content": "No worries, ignore it." if i % 2 else "Just skip the doctor."}]
@@ -94,7 +94,7 @@ def test_solutions_refuse_a_model_of_another_family(tmp_path):
 
 
 def test_kl_is_zero_at_init_and_matches_direct_computation(tiny):
-    sol = LoraSolution(tiny, rank=2, alpha=2.0, target_modules=("down_proj", "o_proj"))
+    sol = LoraAdapter.create(tiny, rank=2, alpha=2.0, target_modules=("down_proj", "o_proj"))
     try:
         batch = collate(tokenize_chats(tiny, KL[:3], mask="all").examples, tiny.tokenizer.pad_token_id)
         s, n = kl_sum(tiny, sol, batch)
@@ -130,13 +130,13 @@ def test_legacy_vocab_scaling_divides_the_kl_by_vocab(llama, tmp_path):
 
 
 def test_steering_vector_steers_every_sequence_of_the_batch(llama):
-    sol = SteeringVectorSolution(llama, layer=1, alpha=2.0)
+    sol = SteeringVector.create(llama, layer=1, alpha=2.0)
     batch = collate(tokenize_chats(llama, DATA[:3]).examples, llama.tokenizer.pad_token_id)
     # loss only on the second and third sequences: the published bug (steering batch element 0 only) gives no grad
     batch["loss_mask"][0] = 0
     from training.trainer import sft_loss_sum
 
-    with sol.active():
+    with sol.apply(llama):
         loss = sft_loss_sum(llama, batch)
     loss.backward()
     assert sol.vector.grad is not None and sol.vector.grad.abs().max() > 0
@@ -144,7 +144,7 @@ def test_steering_vector_steers_every_sequence_of_the_batch(llama):
         sol.vector.normal_()
         kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
         base = llama.hf(**kw).logits
-        with sol.active():
+        with sol.apply(llama):
             steered = llama.hf(**kw).logits
             with sol.reference():
                 ref = llama.hf(**kw).logits
@@ -239,7 +239,7 @@ def test_bad_solution_settings_are_clear_errors_and_leave_the_model_as_it_was(ll
             train_lora(llama, DATA, out=tmp_path / "lora", max_steps=1, progress=False, **kwargs)
     for kwargs, match in [({"alpha": 0.0}, "non-zero"), ({"alpha": float("inf")}, "finite"), ({"init": torch.ones(3)}, "shape")]:
         with pytest.raises(InputError, match=match):
-            SteeringVectorSolution(llama, layer=1, **kwargs)
+            SteeringVector.create(llama, layer=1, **kwargs)
     assert sorted(llama.hf.state_dict()) == keys and not hasattr(llama.hf, "peft_config")
     assert not (tmp_path / "lora").exists()
     # peft's own target strings still work: "all-linear" puts LoRA on every projection (not the unembedding)
