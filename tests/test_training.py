@@ -160,6 +160,54 @@ def test_train_steering_vector_saves_and_loads(llama, tmp_path):
     assert all(len(h) == 0 for h in (l._forward_hooks for l in llama.layers))  # hook removed
 
 
+def test_trainers_train_the_solution_objects_and_their_outputs_load_as_solutions(llama, tmp_path):
+    from interp.solutions import Solution, adapter_norm
+    from training.trainer import run_fingerprint
+
+    sv = train_steering_vector(llama, DATA, out=tmp_path / "sv", layer=2, alpha=4.0, lr=1e-2, max_steps=2, progress=False)
+    lo = train_lora(llama, DATA, out=tmp_path / "lo", rank=2, alpha=4.0, lr=1e-2, max_steps=2, progress=False)
+    s = Solution.load(tmp_path / "sv", llama)
+    v, _ = load_steering_vector(sv.path, llama)
+    assert isinstance(s, SteeringVector) and torch.equal(s.vector, v) and s.norm() == float((4.0 * v.double()).norm()) > 0
+    lora = Solution.load(tmp_path / "lo", load_model("tiny-random-llama"))
+    assert isinstance(lora, LoraAdapter) and lora.norm() == adapter_norm(lora.model.hf) > 0
+    assert lora.settings == {"rank": 2, "alpha": 4.0, "target_modules": ["down_proj"], "layers": "all", "rslora": False}
+    # the run fingerprint records the solution as the older checkpoints do, so they still resume
+    ts = tokenize_chats(llama, DATA)
+    assert run_fingerprint(llama, SteeringVector.create(llama, layer=2, alpha=4.0), TrainConfig(), ts)["solution"] == \
+        {"kind": "steering_vector", "layer": 2, "alpha": 4.0, "init": None}
+    created = LoraAdapter.create(llama, rank=2, alpha=4.0)
+    try:
+        assert run_fingerprint(llama, created, TrainConfig(), ts)["solution"] == \
+            {"kind": "lora", "rank": 2, "alpha": 4.0, "target_modules": ["down_proj"], "layers": "all", "rslora": False}
+    finally:
+        created.remove()
+
+
+def test_training_steering_never_changes_padding(llama):
+    from interp.hooks import hooked
+
+    sol = SteeringVector.create(llama, layer=1, alpha=2.0, init=torch.ones(llama.d_model))
+    batch = collate(tokenize_chats(llama, [DATA[0], [DATA[1][0], {"role": "assistant", "content": "x " * 12}]]).examples,
+                    llama.tokenizer.pad_token_id)
+    pad = batch["attention_mask"] == 0
+    assert pad.any()
+    seen = []
+    def spy(module, args, kwargs):  # block 2's input = block 1's (steered) output, after every hook on block 1
+        seen.append(args[0] if args else kwargs["hidden_states"])
+
+    with hooked(pre=[(llama.layers[2], spy)]):
+        from training.trainer import sft_loss_sum
+
+        with torch.no_grad():
+            sft_loss_sum(llama, batch)
+            with sol.apply(llama):
+                sft_loss_sum(llama, batch)
+    plain, steered = seen
+    assert torch.equal(steered[pad], plain[pad])
+    torch.testing.assert_close(steered[~pad] - plain[~pad], torch.full_like(plain[~pad], 2.0), atol=1e-5, rtol=0)
+
+
 def test_lora_training_lowers_the_loss(llama, tmp_path):
     res = train_lora(llama, DATA, out=tmp_path / "lo", rank=4, alpha=8.0, lr=3e-2, batch_size=6, max_steps=25, warmup_steps=2, progress=False)
     curve = [c["loss"] for c in res.metrics["curve"]]
