@@ -241,7 +241,8 @@ class Solution(abc.ABC):
         """The solution saved at ``path`` (or in ``path/final``, a training run's output directory), for ``model``.
         ``Solution.load`` reads either kind; ``SteeringVector.load`` / ``LoraAdapter.load`` only their own. The
         recorded base-model signature must fit ``model`` (:func:`~interp.models.check_signature`; an artifact
-        recording none is refused unless ``allow_mismatch``)."""
+        recording none is refused unless ``allow_mismatch``). A loaded LoRA adapter sits in a new peft wrapper of
+        ``model.hf``: evaluate it on ``solution.model``."""
         impl = _stored_kind(Path(path))
         if cls is not Solution and impl is not cls:
             raise InputError(f"{path} holds a {impl.kind}, not a {cls.kind}")
@@ -275,12 +276,6 @@ def as_solution(x) -> Solution:
     raise InputError(f"not a solution: {type(x).__name__} (expected a SteeringVector, a LoraAdapter or a peft model)")
 
 
-def load_solution(path: str | Path, model: Model, *, allow_mismatch: bool = False) -> Solution:
-    """:meth:`Solution.load`: the steering vector or LoRA adapter saved at ``path`` (a LoRA adapter is attached to
-    a new wrapper of ``model.hf``; evaluate it on ``solution.model``)."""
-    return Solution.load(path, model, allow_mismatch=allow_mismatch)
-
-
 class SteeringVector(Solution):
     """A steering vector ``v`` (``[d_model]``) added as ``α v`` to the output of block ``layer``, on every real
     token of every sequence (never on padding; :func:`~interp.interventions.add_vector`).
@@ -293,7 +288,7 @@ class SteeringVector(Solution):
     kind = "steering_vector"
 
     def __init__(self, vector: torch.Tensor, layer: int, alpha: float = 1.0, *, model: Model | None = None,
-                 settings: dict | None = None, meta: dict | None = None):
+                 meta: dict | None = None):
         if not isinstance(vector, torch.Tensor) or vector.dim() != 1 or not vector.is_floating_point():
             raise InputError(f"a steering vector is a 1-D float tensor [d_model], got "
                              f"{tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__}")
@@ -307,7 +302,7 @@ class SteeringVector(Solution):
             if vector.device != model.device:
                 vector = vector.to(model.device)
         self.vector, self.layer, self.alpha, self.model = vector, layer, float(alpha), model
-        self.settings = settings if settings is not None else {"layer": layer, "alpha": self.alpha}
+        self.settings = {"layer": layer, "alpha": self.alpha}
         self.meta = meta or {}
         self._on = True
 
