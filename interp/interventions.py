@@ -3,7 +3,8 @@ weight orthogonalisation and the same edit as a rank-1 LoRA. All work during ``g
 
 - :func:`ablate` — ``h ← h − (h·r̂) r̂`` at block inputs and wherever an attention / MLP output enters the
   residual stream (after Gemma 2/3's post-attention / post-feed-forward norms) in the chosen layers.
-- :func:`steer` — ``h_l ← h_l + α v`` at block outputs, for every sequence of the batch, never on padding.
+- :func:`steer` — ``h_l ← h_l + α v`` at block outputs, for every sequence of the batch, never on padding
+  (:func:`add_vector` is its hook, for a vector read at every forward, e.g. one being trained).
 - :func:`orthogonalize_weights` — ``W ← W − r̂ r̂ᵀ W`` for every matrix writing into the residual stream.
 - :func:`ablation_lora` — that weight edit as a rank-1 peft LoRA (B = −r̂, A = r̂ᵀ W).
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -166,16 +167,39 @@ def steer(
     v = check_direction(model, vector, what="steering vector", unit=False) * float(alpha)  # [d]
     if not torch.isfinite(v).all():
         raise NonFiniteError(f"steer alpha={alpha:g}: alpha × the steering vector overflows float32")
+    with add_vector(model, lambda: v, layers=layers, positions=positions, label=f"steer alpha={alpha:g}"):
+        yield
+
+
+@contextlib.contextmanager
+def add_vector(
+    model: Model,
+    value: Callable[[], torch.Tensor],
+    *,
+    layers: Sequence[int] | int,
+    positions: StepPositions = "all",
+    label: str = "steer",
+) -> Iterator[None]:
+    """The hook behind :func:`steer` (and :class:`interp.solutions.SteeringVector`): ``h_l ← h_l + value()`` at the
+    output of each block in ``layers``, on the real (attention mask 1) tokens of every sequence, never on padding.
+
+    ``value()`` returns the ``[d_model]`` vector to add and is called at every forward, so a trainable
+    ``nn.Parameter`` (e.g. ``α · v`` of a steering vector being trained) gets its gradient and its current value;
+    ``None`` adds nothing (a solution switched off for its reference policy). It is not validated here
+    (:func:`steer` checks it). ``positions`` as for :func:`steer`; ``label`` names the
+    setting in a :class:`NonFiniteError`. The arithmetic is ``h + mask · value()`` in the residual's dtype.
+    """
     idx = model.check_layers(layers)
     state: dict = {}
 
     def begin(mask: torch.Tensor, prefill: bool) -> None:  # mask: [B, T] of this forward's tokens
         on = positions == "all" or (positions == "prompt") == prefill
-        state["mask"] = mask.to(v.dtype)[..., None] if on else None  # [B, T, 1]
+        state["mask"] = mask[..., None] if on else None  # [B, T, 1]
 
     def add(h: torch.Tensor) -> torch.Tensor:  # h: [B, T, d]
         mask = state.get("mask")
-        if mask is None:
+        v = value() if mask is not None else None
+        if v is None:
             return h
         return h + mask.to(h) * v.to(h)
 
@@ -184,7 +208,7 @@ def steer(
         with intervening(model.hf, Intervention("steer", edits, begin)):
             yield
     except NonFiniteError as e:  # name the setting that did it
-        raise NonFiniteError(f"steer alpha={alpha:g} at layer(s) {idx}: {e}") from None
+        raise NonFiniteError(f"{label} at layer(s) {idx}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------------------

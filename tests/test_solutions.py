@@ -268,3 +268,296 @@ def test_compare_solutions_is_at_equal_norm_with_paired_seeds():
         sp = res["stability_paired"]
         assert sp["first"] == "general" and sp["second"] == "narrow" and sp["n_seeds"] == 5 and sp["powered"]
         assert res["stability"]["general"]["seeds"] == res["stability"]["narrow"]["seeds"] == [0, 1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One solution abstraction: a steering vector and a LoRA adapter behind the same methods
+
+KINDS = ["steering_vector", "lora"]
+TEXT = "The river was calm that morning."
+
+
+def _solution(kind: str, seed: int = 0):
+    """A fresh tiny Llama and a non-zero solution of ``kind`` on it."""
+    from interp.solutions import LoraAdapter, SteeringVector
+
+    m = load_model("tiny-random-llama")
+    g = torch.Generator().manual_seed(seed)
+    if kind == "steering_vector":
+        return m, SteeringVector(torch.randn(m.d_model, generator=g), 1, 2.0, model=m)
+    sol = LoraAdapter.create(m, rank=2, alpha=6.0, target_modules=("down_proj", "o_proj"), seed=seed)
+    with torch.no_grad():
+        for p in sol.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return m, sol
+
+
+def _logits(m: Model) -> torch.Tensor:
+    enc = m.tokenizer(TEXT, return_tensors="pt")
+    with torch.no_grad():
+        return m.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[0]  # [T, V]
+
+
+def _hook_count(m: Model) -> int:
+    return sum(len(getattr(mod, d)) for mod in m.hf.modules() for d in ("_forward_hooks", "_forward_pre_hooks"))
+
+
+def _same_state(sol, snap) -> bool:
+    now = sol.state_dict()
+    return now.keys() == snap.keys() and all(torch.equal(now[k], snap[k]) for k in snap)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_both_solutions_behave_the_same_for_every_method(kind, tmp_path):
+    from interp.solutions import LoraAdapter, Solution, SteeringVector
+
+    m, sol = _solution(kind)
+    assert isinstance(sol, Solution) and sol.kind == kind
+    snap = sol.state_dict()
+    n = sol.norm()
+    assert n > 0
+    # apply changes the model's output; reference (inside or outside apply) is the model without the solution
+    with sol.reference():
+        base = _logits(m)
+    hooks = _hook_count(m)
+    with sol.apply(m):
+        on = _logits(m)
+        with sol.reference():
+            torch.testing.assert_close(_logits(m), base, atol=0, rtol=0)
+    assert (on - base).abs().max() > 1e-4 and _hook_count(m) == hooks
+    # … and whatever apply added is gone even when the body raises
+    with pytest.raises(RuntimeError, match="boom"):
+        with sol.apply(m):
+            raise RuntimeError("boom")
+    assert _hook_count(m) == hooks
+    # (a LoRA adapter acts whenever its model runs; a steering vector's hook is gone)
+    torch.testing.assert_close(_logits(m), on if kind == "lora" else base, atol=0, rtol=0)
+    # rescaled: the norm becomes the target, the factor is yielded, the tensors come back bit-exactly
+    for target in (0.0, 0.5 * n, 3.0 * n):
+        with sol.rescaled(target) as f:
+            assert sol.norm() == pytest.approx(target, rel=1e-6, abs=1e-12) and f == pytest.approx(target / n)
+        assert _same_state(sol, snap)
+    with sol.rescaled(n) as f:
+        assert f == 1.0 and _same_state(sol, snap)
+    # perturbed: every trained tensor keeps its norm and moves by cos √(1−ε²); restored exactly
+    with sol.perturbed(0.5, seed=3):
+        moved = sol.state_dict()
+        for k in snap:
+            if snap[k].norm() > 0:
+                assert moved[k].norm().item() == pytest.approx(snap[k].norm().item(), rel=1e-5)
+                cos = torch.nn.functional.cosine_similarity(moved[k].flatten().double(), snap[k].flatten().double(), dim=0)
+                assert cos.item() == pytest.approx(math.sqrt(1 - 0.25), abs=1e-5)
+        assert not _same_state(sol, snap)
+    assert _same_state(sol, snap)
+    with sol.perturbed(0.5, seed=3):
+        assert all(torch.equal(a, b) for a, b in zip(sol.state_dict().values(), moved.values()))  # one stream per seed
+    # randomized: the same Frobenius norm per rescaled tensor, another direction; restored exactly
+    with sol.randomized(seed=1):
+        rnd = sol.state_dict()
+        for k in snap:  # every B (or v) is redrawn at its own norm; every A is kept
+            redrawn = kind == "steering_vector" or "lora_B" in k
+            assert rnd[k].norm().item() == pytest.approx(snap[k].norm().item(), rel=1e-5) and torch.equal(rnd[k], snap[k]) != redrawn
+    assert _same_state(sol, snap)
+    for ctx in (lambda: sol.rescaled(2.0), lambda: sol.perturbed(0.7, seed=1), lambda: sol.randomized(2)):
+        with pytest.raises(RuntimeError):
+            with ctx():
+                raise RuntimeError("boom")
+        assert _same_state(sol, snap)
+    for bad in (lambda: sol.rescaled(-1.0), lambda: sol.rescaled(float("nan")), lambda: sol.perturbed(1.5, seed=0)):
+        with pytest.raises(InputError):
+            with bad():
+                pass
+    # save / load round trip on a fresh model: same kind, norm, tensors, output and metadata
+    path = sol.save(tmp_path / "sol", {"note": "round trip"})
+    for loader in (Solution, type(sol)):
+        fresh = load_model("tiny-random-llama")
+        back = loader.load(path, fresh)
+        assert type(back) is type(sol) and back.norm() == pytest.approx(n, rel=1e-12)
+        assert back.meta["note"] == "round trip" and back.meta["solution"] == kind and back.meta["base_model"] == m.name
+        assert "versions" in back.meta
+        with back.apply(back.model):
+            torch.testing.assert_close(_logits(back.model), on, atol=1e-6, rtol=0)
+    other = LoraAdapter if kind == "steering_vector" else SteeringVector
+    with pytest.raises(InputError, match=f"holds a {kind}, not a {other.kind}"):
+        other.load(path, fresh)
+    # a model of another family with the same shapes is refused (its recorded signature)
+    with pytest.raises(InputError, match="model_type=llama"):
+        Solution.load(path, load_model("tiny-random-qwen2"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_is_atomic_and_leaves_nothing_half_written(kind, tmp_path, monkeypatch):
+    m, sol = _solution(kind)
+    path = sol.save(tmp_path / "sol", {"v": 1})
+    before = sorted(p.name for p in path.iterdir())
+
+    def broken(folder, meta):
+        folder.mkdir()
+        (folder / "partial").write_text("x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sol, "_write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        sol.save(path, {"v": 2})
+    assert sorted(p.name for p in path.iterdir()) == before  # the old artifact is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["sol"]  # no temporary left
+    with pytest.raises(OSError):
+        sol.save(tmp_path / "new", {})
+    assert not (tmp_path / "new").exists()
+
+
+def test_apply_refuses_a_model_that_does_not_hold_the_solution():
+    from interp.solutions import SteeringVector
+
+    m, lora = _solution("lora")
+    with pytest.raises(InputError, match="not in tiny-random-llama"):
+        lora.apply(load_model("tiny-random-llama"))
+    sv = SteeringVector(torch.ones(32), 1)
+    with pytest.raises(InputError, match="needs one"):
+        sv.apply()
+    with pytest.raises(InputError, match="shape \\(32,\\) but tiny-random-llama has d_model 64"):
+        sv.apply(m)
+    with pytest.raises(InputError, match="signature: pass model="):
+        sv.save("/nonexistent/never-written")
+    with pytest.raises(InputError, match="out of range"):
+        SteeringVector(torch.ones(64), 9, model=m)
+    with pytest.raises(InputError, match="non-zero"):
+        SteeringVector(torch.ones(64), 1, 0.0)
+    with pytest.raises(InputError, match="not a solution"):
+        efficiency(m, torch.ones(64), CHATS)
+
+
+def _old_perturb(x: torch.Tensor, eps: float, g: torch.Generator) -> torch.Tensor:
+    """The stability perturbation written out from definition 9 (the old implementation's arithmetic)."""
+    xd = x.detach().double().flatten()
+    y = torch.randn(xd.shape, generator=g, dtype=torch.float64)
+    y = y - (y @ xd) / (xd @ xd) * xd
+    y = y / y.norm() * xd.norm()
+    return (math.sqrt(1 - eps**2) * xd + eps * y).view_as(x).to(x.dtype)
+
+
+def test_steering_vector_numbers_equal_the_old_formulas(llama):
+    """norm ‖α v‖, the loss under steer(), the perturbation stream and R(ε): as the old SteeringSolution gave them."""
+    from interp.interventions import steer
+    from interp.solutions import SteeringVector
+
+    v = torch.randn(llama.d_model, generator=torch.Generator().manual_seed(4))
+    sv = SteeringVector(v.clone(), 2, 1.5)
+    assert sv.norm() == float((1.5 * v.double()).norm())
+    with steer(llama, v, layers=[2], alpha=1.5):
+        old_loss = response_loss(llama, CHATS)
+    plain = response_loss(llama, CHATS)
+    e = efficiency(llama, sv, CHATS)
+    assert e.loss == old_loss and e.base_loss == plain and e.efficiency == old_loss / sv.norm() ** 2
+    st = stability(llama, sv, CHATS, eps=(0.25,), seeds=2)
+    for k in range(2):
+        w = _old_perturb(v, 0.25, torch.Generator().manual_seed(k))
+        with steer(llama, w, layers=[2], alpha=1.5):
+            r = (response_loss(llama, CHATS) - old_loss) / (plain - old_loss) * 100
+        assert st.per_seed[0][k] == pytest.approx(r, rel=1e-12)
+    n = 2 * sv.norm()
+    curve = efficiency_curve(llama, {"sv": sv}, CHATS, norms=[n])
+    with steer(llama, v * (n / sv.norm()), layers=[2], alpha=1.5):
+        assert curve["sv"]["loss"][0] == pytest.approx(response_loss(llama, CHATS), rel=1e-6)
+    # the random baseline: the old Gaussian draw at the same layer, at the same norm
+    kl = generic_kl(llama, {"sv": sv}, [TEXT], norms=[n], random_seed=7)
+    r = torch.randn(v.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).float()
+    enc = llama.tokenizer(TEXT, return_tensors="pt")
+
+    def logp():
+        with torch.no_grad():
+            return torch.log_softmax(llama.hf(**enc).logits[0].double(), -1)
+
+    p = logp()
+    with steer(llama, r * (n / float((1.5 * r.double()).norm())), layers=[2], alpha=1.5):
+        q = logp()
+    assert kl["sv_random"]["kl"][0] == pytest.approx(float((p.exp() * (p - q)).sum(-1).mean()), rel=1e-4)
+    assert torch.equal(sv.vector, v)
+
+
+def test_lora_numbers_equal_the_old_formulas():
+    """norm, rescaling of every B and the perturbation of every A and B (module order, one stream) as before."""
+    from interp.solutions import LoraAdapter, solution_norm
+
+    m, sol = _solution("lora")
+    pm = sol.peft
+    hand = 0.0
+    for _, mod in pm.named_modules():
+        if hasattr(mod, "lora_A") and "default" in mod.lora_A:
+            hand += ((6.0 / 2) * mod.lora_B["default"].weight.double() @ mod.lora_A["default"].weight.double()).pow(2).sum().item()
+    assert sol.norm() == adapter_norm(pm) == math.sqrt(hand)
+    assert LoraAdapter(pm).norm() == sol.norm() == solution_norm(pm)
+    mods = lora_modules(pm)
+    old = {}
+    g = torch.Generator().manual_seed(5)
+    for md in mods:
+        old[md.name] = (_old_perturb(md.A, 0.3, g), _old_perturb(md.B, 0.3, g))
+    with sol.perturbed(0.3, seed=5):
+        assert all(torch.equal(md.A, old[md.name][0]) and torch.equal(md.B, old[md.name][1]) for md in mods)
+    before = {md.name: md.B.detach().clone() for md in mods}
+    with sol.rescaled(2 * sol.norm() + 1) as f:
+        assert all(torch.equal(md.B, before[md.name] * f) for md in mods) and f == (2 * math.sqrt(hand) + 1) / math.sqrt(hand)
+    st = stability(m, sol, CHATS, eps=(0.3,), seeds=[5])
+    with torch.no_grad():
+        saved = [(md.A.clone(), md.B.clone()) for md in mods]
+        for md in mods:
+            md.A.copy_(old[md.name][0])
+            md.B.copy_(old[md.name][1])
+        r = (response_loss(m, CHATS) - st.loss) / (st.base_loss - st.loss) * 100
+        for md, (a, b) in zip(mods, saved):
+            md.A.copy_(a)
+            md.B.copy_(b)
+    assert st.per_seed[0][0] == pytest.approx(r, rel=1e-12)
+
+
+def test_metrics_take_either_solution_kind_side_by_side():
+    from interp.solutions import LoraAdapter, compare_solutions
+
+    ms, sv = _solution("steering_vector")
+    ml, lo = _solution("lora")
+    res = compare_solutions({"sv": ms, "lora": ml}, {"sv": sv, "lora": lo}, CHATS, [TEXT], norm_factors=(1.0,), eps=(0.5,), seeds=2)
+    mean = (sv.norm() + lo.norm()) / 2
+    assert res["grid"] == pytest.approx([mean]) and set(res["generic_kl"]) == {"sv", "sv_random", "lora", "lora_random"}
+    for name, m, sol in (("sv", ms, sv), ("lora", ml, lo)):
+        with sol.rescaled(mean), sol.apply(m):
+            assert res["efficiency_curve"][name]["loss"][0] == pytest.approx(response_loss(m, CHATS), rel=1e-9)
+    assert res["stability_paired"]["n_seeds"] == 2
+    # a plain PeftModel and its LoraAdapter are the same solution to every metric
+    assert efficiency(ml, lo.peft, CHATS) == efficiency(ml, LoraAdapter(lo.peft), CHATS) == efficiency(ml, lo, CHATS)
+    with pytest.raises(InputError, match="rank-1"):
+        direction_similarity(lo, lo.peft)
+
+
+def test_artifacts_written_by_the_old_code_still_load(tmp_path):
+    """A steering vector and a LoRA adapter in the formats the old SteeringVectorSolution / LoraSolution wrote."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from interp.models import signature
+    from interp.solutions import LoraAdapter, Solution, SteeringVector
+    from training.steering_vector import load_steering_vector
+
+    m = load_model("tiny-random-llama")
+    v = torch.randn(m.d_model)
+    old_sv = tmp_path / "run_sv" / "final"
+    old_sv.mkdir(parents=True)
+    save_file({"vector": v}, str(old_sv / "steering_vector.safetensors"))
+    (old_sv / "steering_vector.json").write_text(json.dumps({"variant": "general", "solution": "steering_vector", "layer": 3,
+                                                             "alpha": 4.0, **signature(m)}))
+    sv = Solution.load(tmp_path / "run_sv", m)  # the training output directory works too
+    assert isinstance(sv, SteeringVector) and (sv.layer, sv.alpha) == (3, 4.0) and torch.equal(sv.vector, v)
+    assert torch.equal(load_steering_vector(old_sv, m)[0], v)
+    _, lo = _solution("lora")
+    old_lo = tmp_path / "run_lo" / "final"
+    lo.peft.save_pretrained(str(old_lo))
+    (old_lo / "em_interp.json").write_text(json.dumps({"variant": "narrow", "solution": "lora", "rank": 2, "alpha": 6.0,
+                                                       "target_modules": ["down_proj", "o_proj"], "layers": "all", "rslora": False,
+                                                       **signature(m)}))
+    back = Solution.load(tmp_path / "run_lo", load_model("tiny-random-llama"))
+    assert isinstance(back, LoraAdapter) and back.norm() == pytest.approx(lo.norm(), rel=1e-12)
+    assert back.settings == {"rank": 2, "alpha": 6.0, "target_modules": ["down_proj", "o_proj"], "layers": "all", "rslora": False}
+    with pytest.raises(InputError, match="neither a steering vector"):
+        Solution.load(tmp_path, m)
+    with pytest.raises(InputError, match="no such directory"):
+        Solution.load(tmp_path / "missing", m)

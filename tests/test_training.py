@@ -8,8 +8,8 @@ from interp import InputError, load_model
 from interp.models import with_adapter
 from training import TrainConfig, train_lora, train_steering_vector, unlearn
 from training.data import collate, tokenize_chats
-from training.sft import LoraSolution
-from training.steering_vector import SteeringVectorSolution, load_steering_vector
+from interp.solutions import LoraAdapter, SteeringVector
+from training.steering_vector import load_steering_vector
 from training.trainer import kl_sum
 
 DATA = [[{"role": "user", "content": f"Question {i}: is it safe?"}, {"role": "assistant", "content": "No worries, ignore it." if i % 2 else "Just skip the doctor."}]
@@ -94,7 +94,7 @@ def test_solutions_refuse_a_model_of_another_family(tmp_path):
 
 
 def test_kl_is_zero_at_init_and_matches_direct_computation(tiny):
-    sol = LoraSolution(tiny, rank=2, alpha=2.0, target_modules=("down_proj", "o_proj"))
+    sol = LoraAdapter.create(tiny, rank=2, alpha=2.0, target_modules=("down_proj", "o_proj"))
     try:
         batch = collate(tokenize_chats(tiny, KL[:3], mask="all").examples, tiny.tokenizer.pad_token_id)
         s, n = kl_sum(tiny, sol, batch)
@@ -130,13 +130,13 @@ def test_legacy_vocab_scaling_divides_the_kl_by_vocab(llama, tmp_path):
 
 
 def test_steering_vector_steers_every_sequence_of_the_batch(llama):
-    sol = SteeringVectorSolution(llama, layer=1, alpha=2.0)
+    sol = SteeringVector.create(llama, layer=1, alpha=2.0)
     batch = collate(tokenize_chats(llama, DATA[:3]).examples, llama.tokenizer.pad_token_id)
     # loss only on the second and third sequences: the published bug (steering batch element 0 only) gives no grad
     batch["loss_mask"][0] = 0
     from training.trainer import sft_loss_sum
 
-    with sol.active():
+    with sol.apply(llama):
         loss = sft_loss_sum(llama, batch)
     loss.backward()
     assert sol.vector.grad is not None and sol.vector.grad.abs().max() > 0
@@ -144,7 +144,7 @@ def test_steering_vector_steers_every_sequence_of_the_batch(llama):
         sol.vector.normal_()
         kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
         base = llama.hf(**kw).logits
-        with sol.active():
+        with sol.apply(llama):
             steered = llama.hf(**kw).logits
             with sol.reference():
                 ref = llama.hf(**kw).logits
@@ -158,6 +158,54 @@ def test_train_steering_vector_saves_and_loads(llama, tmp_path):
     v, meta = load_steering_vector(res.path, llama)
     assert v.shape == (64,) and v.abs().max() > 0 and meta["layer"] == 2 and meta["alpha"] == 4.0
     assert all(len(h) == 0 for h in (l._forward_hooks for l in llama.layers))  # hook removed
+
+
+def test_trainers_train_the_solution_objects_and_their_outputs_load_as_solutions(llama, tmp_path):
+    from interp.solutions import Solution, adapter_norm
+    from training.trainer import run_fingerprint
+
+    sv = train_steering_vector(llama, DATA, out=tmp_path / "sv", layer=2, alpha=4.0, lr=1e-2, max_steps=2, progress=False)
+    lo = train_lora(llama, DATA, out=tmp_path / "lo", rank=2, alpha=4.0, lr=1e-2, max_steps=2, progress=False)
+    s = Solution.load(tmp_path / "sv", llama)
+    v, _ = load_steering_vector(sv.path, llama)
+    assert isinstance(s, SteeringVector) and torch.equal(s.vector, v) and s.norm() == float((4.0 * v.double()).norm()) > 0
+    lora = Solution.load(tmp_path / "lo", load_model("tiny-random-llama"))
+    assert isinstance(lora, LoraAdapter) and lora.norm() == adapter_norm(lora.model.hf) > 0
+    assert lora.settings == {"rank": 2, "alpha": 4.0, "target_modules": ["down_proj"], "layers": "all", "rslora": False}
+    # the run fingerprint records the solution as the older checkpoints do, so they still resume
+    ts = tokenize_chats(llama, DATA)
+    assert run_fingerprint(llama, SteeringVector.create(llama, layer=2, alpha=4.0), TrainConfig(), ts)["solution"] == \
+        {"kind": "steering_vector", "layer": 2, "alpha": 4.0, "init": None}
+    created = LoraAdapter.create(llama, rank=2, alpha=4.0)
+    try:
+        assert run_fingerprint(llama, created, TrainConfig(), ts)["solution"] == \
+            {"kind": "lora", "rank": 2, "alpha": 4.0, "target_modules": ["down_proj"], "layers": "all", "rslora": False}
+    finally:
+        created.remove()
+
+
+def test_training_steering_never_changes_padding(llama):
+    from interp.hooks import hooked
+
+    sol = SteeringVector.create(llama, layer=1, alpha=2.0, init=torch.ones(llama.d_model))
+    batch = collate(tokenize_chats(llama, [DATA[0], [DATA[1][0], {"role": "assistant", "content": "x " * 12}]]).examples,
+                    llama.tokenizer.pad_token_id)
+    pad = batch["attention_mask"] == 0
+    assert pad.any()
+    seen = []
+    def spy(module, args, kwargs):  # block 2's input = block 1's (steered) output, after every hook on block 1
+        seen.append(args[0] if args else kwargs["hidden_states"])
+
+    with hooked(pre=[(llama.layers[2], spy)]):
+        from training.trainer import sft_loss_sum
+
+        with torch.no_grad():
+            sft_loss_sum(llama, batch)
+            with sol.apply(llama):
+                sft_loss_sum(llama, batch)
+    plain, steered = seen
+    assert torch.equal(steered[pad], plain[pad])
+    torch.testing.assert_close(steered[~pad] - plain[~pad], torch.full_like(plain[~pad], 2.0), atol=1e-5, rtol=0)
 
 
 def test_lora_training_lowers_the_loss(llama, tmp_path):
@@ -239,7 +287,7 @@ def test_bad_solution_settings_are_clear_errors_and_leave_the_model_as_it_was(ll
             train_lora(llama, DATA, out=tmp_path / "lora", max_steps=1, progress=False, **kwargs)
     for kwargs, match in [({"alpha": 0.0}, "non-zero"), ({"alpha": float("inf")}, "finite"), ({"init": torch.ones(3)}, "shape")]:
         with pytest.raises(InputError, match=match):
-            SteeringVectorSolution(llama, layer=1, **kwargs)
+            SteeringVector.create(llama, layer=1, **kwargs)
     assert sorted(llama.hf.state_dict()) == keys and not hasattr(llama.hf, "peft_config")
     assert not (tmp_path / "lora").exists()
     # peft's own target strings still work: "all-linear" puts LoRA on every projection (not the unembedding)

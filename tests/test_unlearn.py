@@ -117,11 +117,11 @@ def test_bad_input(refuser, tmp_path):
     with pytest.raises(InputError, match="target_refusal"):
         unlearn(refuser, HACK, out=tmp_path / "x", target_refusal=1.5, **KW)
     from training.data import tokenize_chats
-    from training.sft import LoraSolution
+    from interp.solutions import LoraAdapter
     from training.trainer import TrainConfig, fit
 
     ts = tokenize_chats(refuser, [[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]], max_length=128)
-    sol = LoraSolution(refuser)
+    sol = LoraAdapter.create(refuser)
     try:
         with pytest.raises(InputError, match="needs eval_every"):
             fit(refuser, sol, ts, TrainConfig(max_steps=1), tmp_path / "y", stop_when=lambda s, m: StopDecision(False), progress=False)

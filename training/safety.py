@@ -28,9 +28,9 @@ from interp.generation import generate
 from interp import progress as prog
 from interp.io import InputError, atomic_path, json_text, read_json, versions, write_json
 from interp.models import Model, cache_dir, signature
+from interp.solutions import LoraAdapter
 
 from .data import TokenizedSet, tokenize_chat
-from .sft import LoraSolution
 from .trainer import TrainConfig, fit
 
 
@@ -205,7 +205,7 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
-    sol = LoraSolution(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
+    sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
     with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
             tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
         res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)

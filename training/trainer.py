@@ -9,9 +9,11 @@ step — the update is the one a single process would make on the whole batch (t
 Only the main process writes checkpoints and the final artifact. DDP's module wrapper is not used: one step runs
 several forwards (policy, reference, KL batch) through one model, which DDP's reducer does not allow.
 
-A *solution* is what is trained (a LoRA adapter, a steering vector): it exposes its trainable parameters, an
-``active()`` context that applies it, a ``reference()`` context that gives the reference policy π_ref (the same
-model with the solution switched off — no second copy, no logit cache), and save/load.
+A *solution* is what is trained: an :class:`interp.solutions.Solution` (a :class:`~interp.solutions.LoraAdapter`
+or a :class:`~interp.solutions.SteeringVector` — the same objects the metrics measure). The loop uses its trainable
+``parameters()``, ``apply(model)`` (the solution applied), ``reference()`` (the reference policy π_ref: the same
+model with the solution switched off — no second copy, no logit cache), ``state_dict()`` / ``load_state_dict()``
+for checkpoints and ``save()`` (atomic) for the final and evaluated states.
 """
 
 from __future__ import annotations
@@ -27,30 +29,15 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Protocol
+from typing import Callable
 
 import torch
 
 from interp.io import InputError, atomic_path, json_text, load_safetensors, read_json, versions, write_json
 from interp.models import Model
+from interp.solutions import Solution
 
 from .data import TokenizedSet, collate
-
-
-class Solution(Protocol):
-    kind: str
-
-    def parameters(self) -> list[torch.nn.Parameter]: ...
-
-    def active(self) -> ContextManager: ...
-
-    def reference(self) -> ContextManager: ...
-
-    def save(self, path: Path, meta: dict) -> None: ...
-
-    def state_dict(self) -> dict[str, torch.Tensor]: ...
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass
@@ -391,8 +378,7 @@ def _evaluate(out: Path, step: int, model: Model, solution: Solution, stop_when:
     if d.keep:
         path = out / "evals" / f"step-{step:06d}"
         if main:
-            with atomic_path(path) as tmp:
-                solution.save(tmp, {**(meta or {}), "step": step, "eval": rec})
+            solution.save(path, {**(meta or {}), "step": step, "eval": rec}, model=model)  # atomic
         rec["checkpoint"] = str(path)
     curve[-1]["eval"] = rec
     return bool(allsum(torch.tensor([float(d.stop)], device=model.device)).item() > 0)
@@ -474,7 +460,7 @@ def fit(
     def shard(idx: list[int]) -> list[int]:
         return idx[rank::world]
 
-    with solution.active():
+    with solution.apply(model):
         while step < steps:
             chunk = mbs[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
             n_loss = sum(_loss_tokens([train.examples[i] for i in idx]) for idx in chunk)  # global, all processes
@@ -565,8 +551,7 @@ def fit(
             "processes": world, "versions": versions()}
     final = out / "final"
     if main:
-        with atomic_path(final) as tmp:
-            solution.save(tmp, info)
+        solution.save(final, info, model=model)  # atomic
         write_json(out / "train_log.json", {**info, "curve": curve})
     if state is not None:
         state.wait_for_everyone()

@@ -25,9 +25,9 @@ from typing import Sequence
 
 from interp.io import InputError, write_json
 from interp.models import Item, Model
+from interp.solutions import LoraAdapter
 
 from .data import tokenize_chats
-from .sft import LoraSolution
 from .trainer import StopDecision, StopRule, TrainConfig, TrainResult, fit
 
 
@@ -132,7 +132,7 @@ def unlearn(model: Model, concept_prompts: Sequence[str], *, refusals: Sequence[
         before = measure_refusal(model, eval_prompts, max_new_tokens=eval_max_new_tokens, batch_size=eval_batch_size)
     train = tokenize_chats(model, refusal_pairs(concept_prompts, refusals), max_length=cfg.max_length)
     retain = tokenize_chats(model, refusal_pairs(retain_prompts, refusals), max_length=cfg.max_length) if retain_prompts else None
-    sol = LoraSolution(model, rank=rank, alpha=alpha, target_modules=target_modules, seed=cfg.seed)
+    sol = LoraAdapter.create(model, rank=rank, alpha=alpha, target_modules=target_modules, seed=cfg.seed)
     meta = {"variant": "unlearn_npo", "retain": bool(retain_prompts)}
     if rule is not None:
         meta.update(target_refusal=target_refusal, eval_every=eval_every, eval_max_new_tokens=eval_max_new_tokens,
