@@ -17,11 +17,18 @@ def test_backend_parity(tiny, backend):
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
 
 
-def test_transformer_lens_backend_does_not_mutate_the_model(llama):
+def test_transformer_lens_backend_does_not_mutate_the_model(llama, tmp_path, monkeypatch):
     pytest.importorskip("transformer_lens")
-    before = type(llama.layers[0])
-    collect_activations(llama, PROMPTS[:2], backend="transformer_lens")
-    assert type(llama.layers[0]) is before
+    import copy
+
+    from interp.models import Model
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    fresh = Model(copy.deepcopy(llama.hf), llama.tokenizer, llama.name, {})  # no bridge cached yet: boots one here
+    before = type(fresh.layers[0])
+    collect_activations(fresh, PROMPTS[:2], backend="transformer_lens")
+    assert type(fresh.layers[0]) is before
+    assert not list(tmp_path.iterdir())  # the tokenizer folder the bridge boots from is removed afterwards
 
 
 @pytest.mark.parametrize("name", ["tiny-random-llama", "tiny-random-gemma3"])  # plain blocks; sandwich norms

@@ -10,6 +10,8 @@ tokens (``steer(..., positions="generated")`` changes nothing, as on the hooks b
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..hooks import active_interventions, plain_copy
@@ -24,9 +26,9 @@ def bridge(model):
             from transformer_lens.model_bridge import TransformerBridge
         except ImportError:
             raise InputError("backend 'transformer_lens' needs `pip install 'em-interp[backends]'`") from None
-        br = TransformerBridge.boot_transformers(
-            model.hf.config.name_or_path or model.name, hf_model=plain_copy(model.hf), tokenizer=_reloadable(model.tokenizer)
-        )
+        with _reloadable(model.tokenizer) as tokenizer:  # TL may re-load it from its folder while it boots
+            br = TransformerBridge.boot_transformers(model.hf.config.name_or_path or model.name, hf_model=plain_copy(model.hf),
+                                                     tokenizer=tokenizer)
         br.eval()
         model.meta["_tl_bridge"] = br
     return br
@@ -90,15 +92,18 @@ def run_batch(model, batch, layers, on_layer) -> None:
         on_layer(l, cache[n])
 
 
+@contextlib.contextmanager
 def _reloadable(tokenizer):
     """TL re-loads a tokenizer that has a BOS token from its ``name_or_path``; an in-process tokenizer (the tiny
-    test models) has none, so give it one by saving it to a temporary directory."""
+    test models) has none, so give it one: saved to a temporary directory that exists while the bridge boots and
+    is removed afterwards (it used to be left behind in /tmp, one per bridge)."""
     if tokenizer.init_kwargs.get("name_or_path"):
-        return tokenizer
+        yield tokenizer
+        return
     import tempfile
 
     from transformers import AutoTokenizer
 
-    folder = tempfile.mkdtemp(prefix="em-interp-tok-")
-    tokenizer.save_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder)
+    with tempfile.TemporaryDirectory(prefix="em-interp-tok-") as folder:
+        tokenizer.save_pretrained(folder)
+        yield AutoTokenizer.from_pretrained(folder)
