@@ -139,7 +139,7 @@ def test_bad_input():
 def test_cli_solutions_end_to_end_on_tiny_model(tmp_path):
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
 
     for name, extra in (("general", []), ("narrow", ["--kl-data", "aligned_other", "--kl-weight", "1"])):
         assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "8", "--max-steps", "3",
@@ -174,7 +174,7 @@ def test_direction_similarity_lora_vs_mean_diff_directions():
 def test_cli_solutions_rejects_mismatched_base_models(tmp_path, capsys):
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
 
     for name in ("general", "narrow"):
         assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "4", "--max-steps", "1",
