@@ -160,7 +160,7 @@ def _claims_inputs(tie: float = 6.3620, outcomes: bool = True):
     on, off = [True, True, True, True], [False, False, False, False]
     cond = lambda **kw: {d: {c: v for c, v in kw.items()} for d in doms}  # noqa: E731
     refusal = {"harmful": cond(baseline=1.0, ablated=0.0, random_ablated=1.0), "harmless": cond(baseline=0.0, steered=1.0),
-               "n_per_cell": 4}
+               "n_per_cell": 4, "selected_by_filters": True}
     if outcomes:
         refusal["outcomes"] = {"harmful": cond(baseline=out(on), ablated=out(off), random_ablated=out(on)),
                                "harmless": cond(baseline=out(off), steered=out(on))}
