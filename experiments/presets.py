@@ -50,7 +50,7 @@ SMOKE = Preset(
                              recipe=dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400), in_run_dir=True),
     refusal=refusal_direction.Config(train_per_domain=3, val_per_domain=2, eval_per_domain=2, filter_by_refusal=False, gen_tokens=4),
     concepts=unlearning.ConceptsConfig(per_domain=3),
-    unlearn=unlearning.UnlearnConfig(train_prompts=9, stop_per_domain=2, eval_every=1, max_steps=2, eval_max_new_tokens=4,
+    unlearn=unlearning.UnlearnConfig(train_prompts=9, stop_per_domain=2, eval_every=2, max_steps=2, eval_max_new_tokens=4,
                                      retain_batch=4, eval_per_domain=2, gen_tokens=4),
     organisms=ng.OrganismsConfig(sets=("bad_medical", "risky_financial"), limit=8, max_steps=2, narrow_max_steps=4, heldout=4,
                                  matched_eval_every=2, direction_pairs=8, sweep_stride=2, sweep_limit=3),

@@ -161,6 +161,18 @@ def entanglement(concepts: ConceptsResult, concept: str, ema: dict, n_perm: int)
     return asdict(e)
 
 
+def _rho(concepts: ConceptsResult, concept: str, ema: dict) -> list[float]:
+    """Spearman ρ per layer without a p-value (NaN where the drops are all equal)."""
+    from interp.concepts import similarity_effect_correlation
+
+    cos = torch.tensor(concepts.cosine, dtype=torch.float64)  # [L, C, C]
+    titles = list(concepts.names)
+    others = [d for d in datasets.DOMAINS if d != concept]
+    sim = cos[:, titles.index(datasets.DOMAIN_TITLES[concept]), [titles.index(datasets.DOMAIN_TITLES[d]) for d in others]]  # [L, 6]
+    drop = [-ema[d] for d in others]
+    return similarity_effect_correlation(sim, drop).tolist() if len(set(drop)) > 1 else [float("nan")] * sim.shape[0]
+
+
 def retain_at_equal_drop(model: Model, runs: dict, aligned: dict, prompts: dict, config: UnlearnConfig) -> dict:
     """Step 4: the two runs' checkpoints at an equal target refusal level and their test-prompt refusal tables
     (a chosen state equal to a run's final state reuses its table; step 0 is the organism itself)."""
@@ -195,10 +207,11 @@ def run_unlearning(model: Model, concepts: ConceptsResult, config: UnlearnConfig
             r = unlearn_until_target(model, concept, config, out / "artifacts" / f"unlearn_{tag}", retain=retain, seed=seed)
             table = _refusal_table(adapted(model, r.path), test_h, config.gen_tokens)
             ema, tests = ema_table(base, table)
-            ent = entanglement(concepts, concept, ema, config.n_perm)
-            traj = r.trajectory.to_dict()
-            pair[tag] = {"table": table, "ema": ema, "ema_tests": tests, "rank_corr_per_layer": ent["rho"], "entanglement": ent,
-                         "trajectory": traj, "final_loss": r.metrics.get("final_loss")}
+            # the permutation test is for the claim (the run without retain); the retain run's ρ per layer is reported only
+            ent = entanglement(concepts, concept, ema, config.n_perm) if not retain else None
+            rho = ent["rho"] if ent else _rho(concepts, concept, ema)
+            pair[tag] = {"table": table, "ema": ema, "ema_tests": tests, "rank_corr_per_layer": rho, "entanglement": ent,
+                         "trajectory": r.trajectory.to_dict(), "final_loss": r.metrics.get("final_loss")}
             bars[tag] = {d: table[d]["refusal_rate"] for d in datasets.DOMAINS}
         res.runs.update(pair)
         res.equal_drop[concept] = retain_at_equal_drop(model, pair, base, test_h, config)

@@ -27,7 +27,7 @@ def test_unlearning_module(llama, tmp_path):
     p = presets.get("smoke")
     concepts = unlearning.concept_similarity(llama, replace(p.concepts, per_domain=2), tmp_path)
     assert len(concepts.names) == 7 and len(concepts.cosine) == len(concepts.layers)
-    cfg = replace(p.unlearn, concepts=("safety",), train_prompts=4, eval_per_domain=1, stop_per_domain=1, gen_tokens=2)
+    cfg = replace(p.unlearn, concepts=("safety",), train_prompts=4, eval_per_domain=1, stop_per_domain=1, gen_tokens=2, eval_every=1)
     res = unlearning.run_unlearning(llama, concepts, cfg, tmp_path, seed=0)
     assert set(res.runs) == {"safety", "safety+retain"} and set(res.equal_drop) == {"safety"}
     for r in res.runs.values():
@@ -35,7 +35,9 @@ def test_unlearning_module(llama, tmp_path):
         assert t["target"] == cfg.target_refusal and t["budget"] == cfg.max_steps and t["n_eval"] == cfg.stop_per_domain
         assert t["reached"] == (min(t["refusal"][1:]) <= cfg.target_refusal)
         assert set(r["ema_tests"]) == set(res.aligned) and all(e["test"] == "exact McNemar (paired)" for e in r["ema_tests"].values())
-        assert r["entanglement"]["n"] == 6 and len(r["entanglement"]["p"]) == len(concepts.layers)
+        assert len(r["rank_corr_per_layer"]) == len(concepts.layers)
+    ent = res.runs["safety"]["entanglement"]  # the claim's permutation test (the run without retain)
+    assert ent["n"] == 6 and len(ent["p"]) == len(concepts.layers) and res.runs["safety+retain"]["entanglement"] is None
     eq = res.equal_drop["safety"]
     assert set(eq["tables"]) == {"safety", "safety+retain"}
     if all(r["trajectory"]["reached"] for r in res.runs.values()):  # compared at the stated target

@@ -46,7 +46,7 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     stage4 = json.loads((out / "stages" / "4_unlearning.json").read_text())["result"]
     for tag, r in stage4["runs"].items():  # unlearning ran under the stopping rule; EMA per domain has its test
         assert r["trajectory"]["budget"] == 2 and r["trajectory"]["steps"][0] == 0 and set(r["ema_tests"]) == set(stage4["aligned"])
-        assert len(r["entanglement"]["rho"]) == len(r["entanglement"]["layers"])
+        assert tag.endswith("+retain") or len(r["entanglement"]["rho"]) == len(r["entanglement"]["layers"])
     stage5 = json.loads((out / "stages" / "5_em_organisms.json").read_text())["result"]
     assert stage5["matched"]["tol"] == 0.05 and stage5["direction_layer"] == stage5["layer_sweep"]["best"]["layer"]
     figs = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
