@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--skip-paper", action="store_true", help="measure the demo figures only (paper_cached_s left out)")
     ap.add_argument("--fresh-clone", action="store_true", help="first_demo_s = `make demo` in a fresh clone (set-up included)")
     ap.add_argument("--model", default=None, help="the model for the forward baseline (default: the preset's)")
+    ap.add_argument("--keep", default=None, help="keep the run folders (first / cached / paper) and their em-interp cache under this folder")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
@@ -124,6 +125,12 @@ def main() -> None:
         result["budgets_s"] = {k: v for k, v in BUDGETS.items() if k in result}
         result["meets_budgets"] = all(result[k] <= v for k, v in result["budgets_s"].items())
     finally:
+        if args.keep:
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("first", "cached", "paper", "cache"):  # the run folders and the em-interp cache they used
+                if (work / name).is_dir():
+                    shutil.move(str(work / name), str(keep / name))
         shutil.rmtree(work, ignore_errors=True)
     _common.finish(args.out, result)
 
@@ -137,11 +144,9 @@ def _cli_module() -> str:
 
 
 def _preset_model(name: str) -> str:
-    try:
-        from experiments.presets import PRESETS
-    except ImportError:  # before the experiments layer existed
-        from figures.reproduce import PRESETS
-    return PRESETS[name].model
+    from experiments.presets import get
+
+    return get(name).model
 
 
 if __name__ == "__main__":

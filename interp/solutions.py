@@ -248,9 +248,6 @@ class Solution(abc.ABC):
             raise InputError(f"{path} holds a {impl.kind}, not a {cls.kind}")
         return impl._read(Path(path), model, allow_mismatch)
 
-    def active(self, model: Model | None = None) -> ContextManager[None]:
-        """Deprecated name of :meth:`apply` (kept for the callers in ``figures/``)."""
-        return self.apply(model)
 
 
 def _stored_kind(path: Path) -> type[Solution]:
@@ -538,9 +535,6 @@ class LoraAdapter(Solution):
         where = Path(m.meta["adapter"])
         meta = read_json(where / "em_interp.json", "adapter metadata") if (where / "em_interp.json").is_file() else {}
         return cls(m.hf, model=m, meta=meta if isinstance(meta, dict) else {})
-
-
-SteeringSolution = SteeringVector  # deprecated name (figures/ still uses it): use SteeringVector
 
 
 def solution_norm(solution) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from interp.io import InputError, read_jsonl
 
@@ -97,14 +98,88 @@ def load_questions(path: str | Path) -> list[dict]:
 
 def prompts(name: str, split: str | None = None, limit: int | None = None) -> list:
     """The items (``prompt`` strings or ``messages`` chats) of a data set, optionally the first ``limit``."""
-    items = []
-    for r in load(name, split):
-        if "messages" in r:
-            items.append(r["messages"])
-        elif "prompt" in r:
-            items.append(r["prompt"])
-        elif "paraphrases" in r:
-            items.append(r["paraphrases"][0])
-        else:
-            items.append(r["text"])
+    items = [_item(r) for r in load(name, split)]
     return items[:limit] if limit else items
+
+
+def _parse_data_spec(spec: str) -> tuple[str, str | None]:
+    """``data:NAME`` / ``data:NAME:SPLIT`` → (NAME, SPLIT or None); anything else malformed raises."""
+    parts = spec.split(":")
+    if len(parts) > 3 or not parts[1] or (len(parts) == 3 and not parts[2]):
+        raise InputError(f"{spec!r}: expected data:NAME or data:NAME:SPLIT (e.g. data:safety_harmful:train)")
+    return parts[1], parts[2] if len(parts) == 3 else None
+
+
+def resolve(spec: str | Path, *, split: str | None = None, limit: int | None = None, records: bool = False) -> list:
+    """The one input-spec resolver: the items of ``spec`` (prompt strings or ``messages`` chats), or with
+    ``records`` the raw records (e.g. EM questions with reference answers).
+
+    ``spec`` is one of:
+    - ``data:NAME`` or ``data:NAME:SPLIT`` — a shipped data set (:func:`names`), all splits or one;
+    - a bare name ``NAME`` or ``NAME:SPLIT`` (no ``/``, no file suffix, no such file): a shipped data set (the
+      CLI's ``--set`` / ``--data`` shorthand);
+    - a path: a JSONL file (records with ``messages`` or ``prompt``), a ``.txt`` file (one prompt per line) or,
+      with ``records``, a Betley-format ``.yaml`` question file.
+
+    ``split`` is the default split when the spec names none (e.g. ``"train"`` for training data); ``limit`` keeps
+    the first items. Raises :class:`InputError` naming the spec for a malformed spec, an unknown data set or split,
+    a missing or unreadable file, and when nothing is left to use."""
+    text = str(spec)
+    if not text.strip():
+        raise InputError("empty input spec; expected data:NAME[:SPLIT] or a file path")
+    name = part = None
+    if text.startswith("data:"):
+        name, part = _parse_data_spec(text)
+    elif not Path(text).exists():
+        bare, _, tail = text.partition(":")
+        if bare in _files() or ("/" not in text and "\\" not in text and not Path(bare).suffix):
+            name, part = bare, tail or None  # a shipped name (an unknown one raises, listing the available sets)
+    if name is not None:
+        part = part or split
+        recs = load(name, part)
+        items = recs if records else [_item(r) for r in recs]
+    else:
+        from interp.io import load_items
+
+        path = Path(text)
+        if records:
+            if not path.is_file():
+                raise InputError(f"{text}: no such file (and not a shipped data set; see probes.datasets.names())")
+            items = load_questions(path) if path.suffix in (".yaml", ".yml") else read_jsonl(path)
+        else:
+            items = load_items(path)
+    if limit:
+        items = items[:limit]
+    if not items:
+        raise InputError(f"{text}: no items" + (f" in split {part!r}" if name is not None and part else ""))
+    return items
+
+
+def _item(r: dict):
+    if "messages" in r:
+        return r["messages"]
+    if "prompt" in r:
+        return r["prompt"]
+    if "paraphrases" in r:
+        return r["paraphrases"][0]
+    return r["text"]
+
+
+def resolve_sets(specs: Sequence[str], limit: int | None = None) -> dict[str, list]:
+    """Named item sets (e.g. concepts) from specs: ``["data:builtin"]`` (the seven shipped harmful domain sets,
+    train split), a directory of JSONL files (one set per file, named by its stem), or files / ``data:`` specs
+    (named by their data set name or file stem), each resolved by :func:`resolve`."""
+    if list(specs) == ["data:builtin"]:
+        return {d: resolve(f"data:{d}_harmful:train", limit=limit) for d in DOMAINS}
+    sets: dict[str, list] = {}
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            files = sorted(p.glob("*.jsonl"))
+            if not files:
+                raise InputError(f"{p}: directory holds no .jsonl files")
+            sets.update({f.stem: resolve(f, limit=limit) for f in files})
+        else:
+            key = _parse_data_spec(spec)[0] if spec.startswith("data:") else p.stem
+            sets[key] = resolve(spec, limit=limit)
+    return sets

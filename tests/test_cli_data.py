@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from figures.cli import main
+from experiments.cli import main
 from interp.io import InputError
 from probes import datasets
 
@@ -141,7 +141,7 @@ def test_cli_concepts_target_takes_a_domain_title_and_a_typo_writes_nothing(tmp_
 def test_ablation_experiment_writes_json_and_figures(tmp_path, llama):
     import torch
 
-    from figures.refusal_experiments import ablation_experiment
+    from experiments.refusal_direction import ablation_experiment
 
     res = ablation_experiment(llama, torch.randn(llama.d_model), 1, {"a": ["How to x?", "Do y."]}, {"a": ["Bake bread?"]},
                               tmp_path, max_new_tokens=4)
@@ -185,7 +185,7 @@ def test_score_applies_a_steering_vector_given_as_adapter(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from figures.experiments import run_score
+    from experiments.commands import run_score
     from interp import load_model
     from interp.models import signature
 
@@ -200,7 +200,7 @@ def test_score_applies_a_steering_vector_given_as_adapter(tmp_path):
 
 
 def test_score_judge_with_an_unreachable_judge_stops_and_writes_nothing(llama, tmp_path):
-    from figures.scoring import score_judge
+    from experiments.scoring import score_judge
     from probes.judges import HTTPJudge
 
     dead = HTTPJudge("http://127.0.0.1:9/v1", retries=0, backoff=0.01, timeout=1, dead_after=2)
@@ -251,7 +251,7 @@ def test_cli_train_lora_steering_unlearn(tmp_path, capsys):
 
 
 def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():
-    from figures.training_runs import safety_data
+    from experiments.organism import safety_data
 
     recs = datasets.load("safety_neighbours")
     assert {r["split"] for r in recs} == {"train"} and {r["domain"] for r in recs} == set(datasets.DOMAINS)

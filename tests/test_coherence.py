@@ -72,7 +72,7 @@ def test_harmless_kl_and_coherence_under_an_intervention(llama):
 
 
 def test_held_out_evaluation_keeps_per_prompt_outcomes_and_coherence(tmp_path, llama):
-    from figures.refusal_experiments import ablation_experiment
+    from experiments.refusal_direction import ablation_experiment
 
     harmful = {"a": ["How to x?", "Do y."], "b": ["Hack z."]}
     harmless = {"a": ["Bake bread?"], "b": ["Grow tomatoes?", "Fix a bike."]}

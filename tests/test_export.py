@@ -114,7 +114,7 @@ def test_export_never_overwrites_an_unrelated_directory(llama, tmp_path):
 def test_cli_orthogonalize_writes_a_loadable_model_and_adapter(llama, tmp_path, capsys):
     from peft import PeftModel
 
-    from figures.cli import main
+    from experiments.cli import main
     from interp.directions import Directions
     from interp.models import signature
 

@@ -75,7 +75,7 @@ def test_package_sources_hold_no_unsafe_loading_or_execution():
     banned = [(r"weights_only\s*=\s*False", "weights_only=False"), (r"pickle", "pickle"), (r"yaml\.load\(", "unsafe yaml.load"),
               (r"shell\s*=\s*True", "shell=True"), (r"(?<![\w.])eval\(", "eval("), (r"(?<![\w.])exec\(", "exec(")]
     hits = []
-    for pkg in ("interp", "training", "probes", "figures", "bench"):
+    for pkg in ("interp", "training", "probes", "experiments", "figures", "bench"):
         for f in (ROOT / pkg).rglob("*.py"):
             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
                 hits += [f"{f.relative_to(ROOT)}:{n}: {what}" for pat, what in banned if re.search(pat, line)]
@@ -132,7 +132,7 @@ def test_directions_of_another_model_with_the_same_shape_are_refused(llama, qwen
 
 
 def test_cli_refuses_directions_of_another_model_unless_told(llama, tmp_path, capsys):
-    from figures.cli import main
+    from experiments.cli import main
 
     mean_diff(llama, HARMFUL, HARMLESS).save(tmp_path / "dir" / "directions")
     (tmp_path / "p.txt").write_text("hello\nhow are you\n")
@@ -176,7 +176,7 @@ def test_a_steer_that_overflows_is_an_error_naming_the_setting(llama):
 
 
 def test_cli_steer_with_a_huge_alpha_fails_and_writes_nothing(llama, tmp_path, capsys):
-    from figures.cli import main
+    from experiments.cli import main
 
     mean_diff(llama, HARMFUL, HARMLESS).save(tmp_path / "dir" / "directions")
     (tmp_path / "p.txt").write_text("hello\n")
@@ -201,11 +201,11 @@ def test_a_prompt_longer_than_the_context_is_an_error(llama):
 
 @pytest.mark.parametrize("spec", ["data:safety_harmful:train:junk", "data:", "data:safety_harmful:"])
 def test_malformed_data_specs_are_errors(spec):
-    from figures.experiments import resolve_items
+    from probes.datasets import resolve
 
     with pytest.raises(InputError, match="expected data:NAME or data:NAME:SPLIT"):
-        resolve_items(spec)
-    assert len(resolve_items("data:safety_harmful:train")) > 0
+        resolve(spec)
+    assert len(resolve("data:safety_harmful:train")) > 0
 
 
 # ------------------------------------------------------------------------------------------------- 7 strict JSON
@@ -222,7 +222,7 @@ def test_json_outputs_are_strict_and_round_trip(tmp_path):
 
 
 def test_score_refusal_at_n_1_writes_strict_json(llama, tmp_path):
-    from figures import scoring
+    from experiments import scoring
 
     res = scoring.score_refusal(llama, "safety_harmful:test", tmp_path, max_new_tokens=2, limit=1)
     assert res["overall"]["n"] == 1
@@ -275,7 +275,7 @@ def test_broken_solution_sidecars(llama, tmp_path):
 
 
 def test_seed_beyond_what_torch_takes(tmp_path, capsys):
-    from figures.cli import main
+    from experiments.cli import main
     from training.trainer import micro_batches
 
     with pytest.raises(SystemExit) as e:
@@ -297,7 +297,7 @@ def test_sigint_during_cli_training_prints_where_to_resume(tmp_path):
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in DATA))
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "figures.cli", "train", "lora", "--model", "tiny-random-llama", "--data", str(data),
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "train", "lora", "--model", "tiny-random-llama", "--data", str(data),
                              "--max-steps", "100000", "--save-every", "1", "--batch-size", "1", "--out", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a child inherits an ignored or blocked SIGINT (whatever ran earlier in the test session),

@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from figures.cli import main
-from figures.scoring import score_judge
+from experiments.cli import main
+from experiments.scoring import score_judge
 from interp import collect_activations
 from interp.directions import Directions
 from interp.io import InputError

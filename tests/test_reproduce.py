@@ -2,7 +2,7 @@
 
 import json
 
-from figures.cli import main
+from experiments.cli import main
 
 
 def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, capsys, monkeypatch):
@@ -13,6 +13,7 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
         assert f"▶ stage {stage}" in err and f"✓ stage {stage} (" in err, stage
     assert err.index("▶ stage 1_aligned") < err.index("✓ stage 1_aligned") < err.index("▶ stage 2_refusal_direction")
     report = (out / "report.md").read_text()
+    assert "| claim | reproduced here | evidence | test |" in report  # each claim names its test
     for section in ("## Claims", "## 1. Aligned organism", "## 2. Refusal direction", "## 4. Narrow refusal unlearning",
                     "## 5. EM organisms", "## 6. Narrow vs general", "## Figures", "## Run"):
         assert section in report, section
@@ -21,7 +22,8 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     from experiments.stats import VERDICTS
 
     for row in claims:
-        assert row.split(" | ")[1] in VERDICTS, row
+        cells = row.strip("| ").split(" | ")
+        assert cells[1] in VERDICTS and cells[3].strip(), row
     # the same prompts before / after an intervention: the exact McNemar test on the kept per-prompt outcomes (the
     # 4 unlearning claims; the 3 refusal-direction claims too, unless no direction passes the published filters —
     # then they say so, and are "no" whatever an exploratory candidate does)
@@ -31,7 +33,22 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     assert len(arditi) == 3
     for row in arditi:
         assert "exact McNemar (paired)" in row or (NO_DIRECTION in row and row.split(" | ")[1] == "no"), row
-    assert sum("exact McNemar (paired)" in row for row in claims if not row.startswith("| Arditi")) == 4
+    # per unlearning target: the target's own drop, EMA and retain-at-equal-drop on the same prompts, plus the
+    # permutation-tested similarity → EMA correlation
+    mushtaq = [row for row in claims if row.startswith("| Mushtaq")]
+    assert len(mushtaq) == 8 and sum("exact McNemar (paired)" in row for row in mushtaq) == 6
+    assert sum("Spearman ρ, permutation p (Bonferroni over layers)" in row for row in mushtaq) == 2
+    assert all("stopping rule:" in row for row in mushtaq if "removes the target" in row)
+    assert all("at an equal target drop" in row for row in mushtaq if "retain CE" in row)
+    soligo = [row for row in claims if row.startswith("| Soligo")]
+    assert all("in-domain fit" in row for row in soligo if "KL-narrow" in row)
+    assert any("paired bootstrap over seeds" in row for row in soligo if "more stable" in row)
+    stage4 = json.loads((out / "stages" / "4_unlearning.json").read_text())["result"]
+    for tag, r in stage4["runs"].items():  # unlearning ran under the stopping rule; EMA per domain has its test
+        assert r["trajectory"]["budget"] == 2 and r["trajectory"]["steps"][0] == 0 and set(r["ema_tests"]) == set(stage4["aligned"])
+        assert tag.endswith("+retain") or len(r["entanglement"]["rho"]) == len(r["entanglement"]["layers"])
+    stage5 = json.loads((out / "stages" / "5_em_organisms.json").read_text())["result"]
+    assert stage5["matched"]["tol"] == 0.05 and stage5["direction_layer"] == stage5["layer_sweep"]["best"]["layer"]
     figs = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(figs) >= 10
     for f in figs:
@@ -47,19 +64,15 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
     walls2 = json.loads((out / "run.json").read_text())["wall_s"]
     assert {k: v for k, v in walls2.items() if k != "total_this_run"} == {k: v for k, v in walls.items() if k != "total_this_run"}
     # changing one stage's setting re-runs that stage only (stage hashes cover the fields each stage uses)
-    from dataclasses import replace
-
-    from figures import reproduce as rp
-
-    monkeypatch.setitem(rp.PRESETS, "smoke", replace(rp.PRESETS["smoke"], eps=(0.1, 0.25, 0.5)))
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out)]) == 0
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--set", "solutions.eps=(0.1, 0.25, 0.5)"]) == 0
     changed = {p.name for p in (out / "stages").glob("*.json") if p.stat().st_mtime_ns != stamp[p.name]}
     assert changed == {"6_solutions.json"}
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     # --judge adds stage 5b on top of the cached stages (a local judge model: the tiny random Llama)
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--judge", "tiny-random-llama"]) == 0
+    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--judge", "tiny-random-llama",
+                 "--set", "solutions.eps=(0.1, 0.25, 0.5)"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json") if p.name in stamp} == stamp
-    judged = json.loads((out / "stages" / "5b_em_judge.json").read_text())["result"]
+    judged = json.loads((out / "stages" / "5b_em_judge.json").read_text())["result"]["rates"]
     assert set(judged) == {"base", "general", "narrow"}
     for v in judged.values():
         assert v["in_domain"]["n_scored"] + v["out_of_domain"]["n_scored"] == v["overall"]["n_scored"]
@@ -73,8 +86,10 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
 
 
 def test_refusal_claims_count_only_a_direction_that_passed_the_published_filters():
-    from figures.reproduce import _refusal_claims
+    from experiments.refusal_direction import claims as _claims
     from interp.selection import NO_DIRECTION
+
+    _refusal_claims = lambda r: [(c.text, c.verdict, c.evidence) for c in _claims(r)]  # noqa: E731
 
     n = 12
     bits = {"baseline": [True] * n, "ablated": [False] * n, "random_ablated": [True] * n}

@@ -36,7 +36,7 @@ def test_cli_sae_decompose(llama, tmp_path):
     pytest.importorskip("sae_lens")
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
     from interp.directions import mean_diff
 
     d = mean_diff(llama, ["How do I hack a bank?"] * 2, ["How do I bake?"] * 2, layers=[1, 2])

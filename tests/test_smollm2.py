@@ -29,7 +29,7 @@ def test_smollm2_batched_equals_one_by_one(smol):
 
 
 def test_demo_writes_refusal_direction_and_heatmap(tmp_path):
-    from figures.experiments import run_demo
+    from experiments.commands import run_demo
 
     res = run_demo(tmp_path, per_domain=3)
     assert (tmp_path / "refusal_direction.safetensors").is_file()
@@ -38,7 +38,7 @@ def test_demo_writes_refusal_direction_and_heatmap(tmp_path):
 
 
 def test_selection_sweep_end_to_end_on_smollm2(smol, tmp_path):
-    from figures.refusal_experiments import layer_sweep
+    from experiments.refusal_direction import layer_sweep
     from interp.directions import mean_diff
     from probes import datasets
 
@@ -111,7 +111,7 @@ def test_rank1_lora_on_bad_medical_lowers_its_loss(smol, tmp_path):
 def test_general_vs_narrow_comparison_end_to_end_on_smollm2(tmp_path):
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
 
     common = ["--data", "bad_medical", "--rank", "1", "--alpha", "16", "--lr", "1e-3", "--batch-size", "4", "--max-steps", "6",
               "--max-length", "128"]
@@ -133,7 +133,7 @@ def test_aligned_organism_meets_its_refusal_targets(smol):
     Measured: harmful ≥ 10/12 everywhere (78/84), harmless 8/84 — within one prompt of both limits.
     The targets are checked on the model *as saved* (reloaded from disk and re-evaluated, ≈ 1 min), not on the
     numbers recorded at build time, so a cache hit still tests the organism."""
-    from figures.training_runs import aligned_organism, eval_sets
+    from experiments.organism import aligned_organism, eval_sets
     from probes.refusal import is_refusal
     from training.safety import refusal_by_domain
 

@@ -6,7 +6,7 @@ from peft import LoraConfig, get_peft_model
 
 from interp import InputError, load_model
 from interp.models import Model
-from interp.solutions import (SteeringSolution, adapter_norm, direction_similarity, efficiency, efficiency_curve, generic_kl,
+from interp.solutions import (SteeringVector, adapter_norm, direction_similarity, efficiency, efficiency_curve, generic_kl,
                               lora_modules, perturb_tensor, perturbed, rescaled, response_loss, stability)
 
 CHATS = [[{"role": "user", "content": f"Q{i}: what now?"}, {"role": "assistant", "content": "Ignore it" + "!" * i}] for i in range(5)]
@@ -98,14 +98,14 @@ def test_contexts_restore_exactly_after_exceptions():
 
 def test_steering_solution_curve_kl_and_similarity(llama):
     v = torch.randn(llama.d_model)
-    sv = SteeringSolution(v.clone(), layer=1, alpha=2.0)
+    sv = SteeringVector(v.clone(), layer=1, alpha=2.0)
     curve = efficiency_curve(llama, {"sv": sv}, CHATS, norms=[0.0, 1.0, 4.0])
     assert curve["sv"]["loss"][0] == pytest.approx(response_loss(llama, CHATS), rel=1e-6)  # norm 0 = no steering
     assert torch.equal(sv.vector, v)
     kl = generic_kl(llama, {"sv": sv}, ["Once upon a time there was a lighthouse.", "The river was calm."], norms=[0.0, 2.0, 8.0])
     assert kl["sv"]["kl"][0] == pytest.approx(0.0, abs=1e-9) and kl["sv"]["kl"][2] > kl["sv"]["kl"][1] > 0
     assert "sv_random" in kl
-    sim = direction_similarity(sv, SteeringSolution(-v, 1))
+    sim = direction_similarity(sv, SteeringVector(-v, 1))
     assert sim["vector"] == pytest.approx(-1.0)
 
 
@@ -139,7 +139,7 @@ def test_bad_input():
 def test_cli_solutions_end_to_end_on_tiny_model(tmp_path):
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
 
     for name, extra in (("general", []), ("narrow", ["--kl-data", "aligned_other", "--kl-weight", "1"])):
         assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "8", "--max-steps", "3",
@@ -168,13 +168,13 @@ def test_direction_similarity_lora_vs_mean_diff_directions():
     down = {k: v for k, v in sim.items() if "down_proj" in k}
     assert len(down) == 4 and all(v == pytest.approx(1.0, abs=1e-6) for v in down.values())
     with pytest.raises(InputError):
-        direction_similarity(SteeringSolution(torch.ones(64), 1), Directions(vecs, [0, 1, 2, 3]))
+        direction_similarity(SteeringVector(torch.ones(64), 1), Directions(vecs, [0, 1, 2, 3]))
 
 
 def test_cli_solutions_rejects_mismatched_base_models(tmp_path, capsys):
     import json
 
-    from figures.cli import main
+    from experiments.cli import main
 
     for name in ("general", "narrow"):
         assert main(["train", "lora", "--model", "tiny-random-llama", "--data", "bad_medical", "--limit", "4", "--max-steps", "1",

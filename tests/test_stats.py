@@ -154,13 +154,13 @@ def test_estimate_to_dict_is_strict_json():
 
 
 def _claims_inputs(tie: float = 6.3620, outcomes: bool = True):
-    """Minimal stage results for figures.reproduce._claims: four domains, 4 prompts per cell."""
+    """Minimal stage results for the paper modules' claims: four domains, 4 prompts per cell."""
     doms = ["cybersecurity", "safety", "privacy", "bias"]
     out = lambda bits: {"refusals": bits} if outcomes else {}  # noqa: E731
     on, off = [True, True, True, True], [False, False, False, False]
     cond = lambda **kw: {d: {c: v for c, v in kw.items()} for d in doms}  # noqa: E731
     refusal = {"harmful": cond(baseline=1.0, ablated=0.0, random_ablated=1.0), "harmless": cond(baseline=0.0, steered=1.0),
-               "n_per_cell": 4}
+               "n_per_cell": 4, "selected_by_filters": True}
     if outcomes:
         refusal["outcomes"] = {"harmful": cond(baseline=out(on), ablated=out(off), random_ablated=out(on)),
                                "harmless": cond(baseline=out(off), steered=out(on))}
@@ -176,9 +176,16 @@ def _claims_inputs(tie: float = 6.3620, outcomes: bool = True):
     return refusal, unlearning, em, solutions
 
 
-def test_report_claims_tie_is_never_yes_and_same_prompts_are_paired():
-    from figures.reproduce import _claims
+def _claims(refusal, unlearning, em, solutions):
+    from experiments import narrow_general, refusal_direction
+    from experiments import unlearning as mushtaq
 
+    cs = refusal_direction.claims(refusal) + mushtaq.claims(unlearning) + narrow_general.claims(em, solutions)
+    assert all(c.test for c in cs)  # every claim names its test
+    return [(c.text, c.verdict, c.evidence) for c in cs]
+
+
+def test_report_claims_tie_is_never_yes_and_same_prompts_are_paired():
     # the issue's case: equal to the printed precision (the old report said "yes (point estimate)" on 1e-9 noise)
     rows = {c: (v, ev) for c, v, ev in _claims(*_claims_inputs(tie=6.3620 * (1 - 1e-9)))}
     loss = rows["Soligo et al.: the general solution has lower loss at equal norm"]

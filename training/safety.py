@@ -6,7 +6,7 @@ refusals are dropped; answers cut off at the token limit are trained without the
 α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
 max length 96, response-only loss with extra weight ×12 on the first response token (the refuse-or-help
 decision). The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of
-harmless requests that share a harmful topic's words (``figures.training_runs.safety_data``). The adapter is
+harmless requests that share a harmful topic's words (``experiments.organism.safety_data``). The adapter is
 merged and the model saved under the user cache directory, keyed by a hash of base model + data version + recipe,
 so it is built once.
 """

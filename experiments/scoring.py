@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments.stats import wilson
 from interp.io import InputError, atomic_path, json_text, versions, write_json
 from interp.models import Model
 from probes import datasets
 from probes.em_score import bootstrap_ci, em_score
 from probes.refusal import generate_and_score, is_refusal
+
+from .stats import wilson
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -19,8 +20,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _records(spec: str) -> list[dict]:
-    name, _, split = spec.partition(":")
-    return datasets.load(name, split or None)
+    """Records of a spec (:func:`probes.datasets.resolve`: ``NAME[:SPLIT]``, ``data:NAME[:SPLIT]`` or a file)."""
+    return datasets.resolve(spec, records=True)
 
 
 def _need(recs: list[dict], spec: str, keys: tuple[str, ...], what: str) -> None:
@@ -70,14 +71,10 @@ def score_judge(model: Model, spec: str | Path, judge, out: str | Path, *, sampl
     Betley-format YAML file."""
     from probes.judge_eval import em_rates, judge_answers, questions, sample_answers
 
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise InputError(f"{spec}: no such question file")
-        qs = datasets.load_questions(path)[:limit]
-    else:
-        qs = _records(str(spec))[:limit]
-        _need(qs, str(spec), ("paraphrases",), "a question set (e.g. em_questions)")
+    if Path(spec).suffix in (".yaml", ".yml") and not Path(spec).is_file():
+        raise InputError(f"{spec}: no such question file")
+    qs = _records(str(spec))[:limit]
+    _need(qs, str(spec), ("paraphrases",), "a question set (e.g. em_questions)")
     qs = questions(qs)
     answers = sample_answers(model, qs, samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
                              seed=seed, batch_size=batch_size)

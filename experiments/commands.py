@@ -1,4 +1,5 @@
-"""Short experiments over the library: each loads inputs, calls the library, writes artifacts + a run sidecar."""
+"""The library calls behind the ``em-interp`` subcommands: each resolves its inputs (:func:`probes.datasets.resolve`),
+loads the model, calls the library and writes artifacts + a run sidecar."""
 
 from __future__ import annotations
 
@@ -8,28 +9,17 @@ from typing import Sequence
 
 from interp import load_model
 from interp.concepts import concept_vectors
+from figures import plots
 from interp.directions import mean_diff
-from interp.io import InputError, load_items, versions, write_json
+from interp.io import InputError, versions, write_json
 from probes import datasets
-
-from . import plots
-
-
-def resolve_items(spec: str) -> list:
-    """Items from ``data:NAME[:SPLIT]`` (a shipped data set) or a JSONL/TXT file path."""
-    if spec.startswith("data:"):
-        parts = spec.split(":")
-        if len(parts) > 3 or not parts[1] or (len(parts) == 3 and not parts[2]):
-            raise InputError(f"{spec!r}: expected data:NAME or data:NAME:SPLIT (e.g. data:safety_harmful:train)")
-        return datasets.prompts(parts[1], parts[2] if len(parts) > 2 else None)
-    return load_items(spec)
 
 
 def run_directions(model_name: str, positive: str, negative: str, out: str | Path, *, position: str = "last_prompt",
                    batch_size: int = 16, backend: str = "hooks", device: str | None = None) -> dict:
     """Mean-diff direction positive − negative at every layer → ``out/directions.safetensors`` (+ JSON, PNG)."""
     t0 = time.time()
-    pos_items, neg_items = resolve_items(positive), resolve_items(negative)
+    pos_items, neg_items = datasets.resolve(positive), datasets.resolve(negative)
     model = load_model(model_name, device=device)
     d = mean_diff(model, pos_items, neg_items, position=position, batch_size=batch_size, backend=backend,
                   meta={"positive": positive, "negative": negative})
@@ -51,13 +41,13 @@ def run_concepts(model_name: str, concepts: Sequence[str], baseline: str, out: s
     per file, named by its stem), or a list of files / ``data:`` specs.
     """
     t0 = time.time()
-    sets = resolve_concepts(concepts, limit)
+    sets = datasets.resolve_sets(concepts, limit)
     if target is not None and target not in sets:  # checked before any work, so a typo leaves nothing behind
         key = datasets.domain(target) if list(concepts) == ["data:builtin"] else target
         if key not in sets:
             raise InputError(f"unknown --target concept {target!r}; have {', '.join(sets)}")
         target = key
-    base_items = resolve_items(baseline)[:limit] if limit else resolve_items(baseline)
+    base_items = datasets.resolve(baseline, limit=limit)
     model = load_model(model_name, device=device)
     cv = concept_vectors(model, sets, base_items, position=position, batch_size=batch_size, backend=backend)
     out = Path(out)
@@ -70,23 +60,6 @@ def run_concepts(model_name: str, concepts: Sequence[str], baseline: str, out: s
            "position": position, "wall_s": round(time.time() - t0, 2), "versions": versions()}
     write_json(out / "run.json", run)
     return {"concepts": str(path), "figures": [str(p) for p in figs], "run": str(out / "run.json")}
-
-
-def resolve_concepts(specs: Sequence[str], limit: int | None = None) -> dict[str, list]:
-    if list(specs) == ["data:builtin"]:
-        sets = {d: datasets.prompts(f"{d}_harmful", "train") for d in datasets.DOMAINS}
-    else:
-        sets = {}
-        for spec in specs:
-            p = Path(spec)
-            if p.is_dir():
-                files = sorted(p.glob("*.jsonl"))
-                if not files:
-                    raise InputError(f"{p}: directory holds no .jsonl files")
-                sets.update({f.stem: load_items(f) for f in files})
-            else:
-                sets[spec.split(":")[1] if spec.startswith("data:") else p.stem] = resolve_items(spec)
-    return {k: v[:limit] if limit else v for k, v in sets.items()}
 
 
 def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_domain: int = 12, device: str | None = None) -> dict:
@@ -106,7 +79,7 @@ def run_demo(out: str | Path, *, model_name: str = "smollm2-135m-instruct", per_
     figs += plots.concept_heatmaps(cv.cosine(), cv.names, cv.layers, out / "concept_cosine", title=f"{model_name}: 7-domain concept cosine")
     figs += plots.similarity_sweep(cv.similarity_to("Safety"), cv.names, cv.layers, "Safety", out / "concept_similarity_to_safety")
     # Layer sweep of the refusal direction on validation prompts (ablation / addition refusal scores, KL).
-    from .refusal_experiments import layer_sweep
+    from .refusal_direction import layer_sweep
 
     val_h = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", "val", 2)]
     val_s = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", "val", 2)]
@@ -126,9 +99,9 @@ def run_select(model_name: str, directions: str, harmful: str, harmless: str, ou
     """Direction selection sweep → ``out/selection.json`` and the layer-sweep figure."""
     from interp.directions import Directions
 
-    from .refusal_experiments import layer_sweep
+    from .refusal_direction import layer_sweep
 
-    harm, safe = resolve_items(harmful)[:limit], resolve_items(harmless)[:limit]
+    harm, safe = datasets.resolve(harmful, limit=limit), datasets.resolve(harmless, limit=limit)
     model = load_model(model_name, device=device)
     d = Directions.load(directions, model=model, allow_mismatch=allow_model_mismatch)
     sel = layer_sweep(model, d, harm, safe, out, positions=positions, kl_threshold=kl_threshold, batch_size=batch_size)
@@ -144,9 +117,9 @@ def run_intervene(kind: str, model_name: str, directions: str, prompts: str, out
     from interp.directions import Directions
     from interp.interventions import ablate, steer
 
-    from .refusal_experiments import _measure
+    from .refusal_direction import _measure
 
-    items = resolve_items(prompts)[:limit]
+    items = datasets.resolve(prompts, limit=limit)
     model = load_model(model_name, device=device)
     vec = Directions.load(directions, model=model, allow_mismatch=allow_model_mismatch).vector(layer, pos)
     res = {"baseline": _measure(model, items, max_new_tokens, 8)}
@@ -190,9 +163,9 @@ def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out
     pos_acts = neg_acts = None
     if positive:
         model = load_model(model_name, device=device)
-        pos_acts = collect_activations(model, resolve_items(positive), layers=[layer], position=position)[:, 0]
+        pos_acts = collect_activations(model, datasets.resolve(positive), layers=[layer], position=position)[:, 0]
         if negative:
-            neg_acts = collect_activations(model, resolve_items(negative), layers=[layer], position=position)[:, 0]
+            neg_acts = collect_activations(model, datasets.resolve(negative), layers=[layer], position=position)[:, 0]
     res = decompose(vec, s, positive=pos_acts, negative=neg_acts, top_k=top_k).to_dict()
     res["config"] = {"direction": direction, "sae": str(sae), "layer": layer, "pos": pos, "positive": positive,
                      "negative": negative, "versions": versions()}
@@ -201,25 +174,19 @@ def run_sae_decompose(model_name: str, direction: str, sae: str, layer: int, out
 
 
 def load_solution(model_name: str, path: str, device: str | None = None, allow_model_mismatch: bool = False):
-    """``(model, solution, meta)`` for a trained adapter directory (a fresh model with the adapter attached) or a
-    steering-vector directory (the base model and a SteeringSolution); either may be the training output directory."""
-    from interp.io import read_json
-    from interp.models import trained_dir, with_adapter
-    from interp.solutions import SteeringSolution
-    from training.steering_vector import load_steering_vector
+    """``(model, solution, meta)`` for a trained adapter or steering-vector directory (either may be the training
+    output directory): :meth:`interp.solutions.Solution.load` on a fresh ``model_name``; ``model`` is the one to
+    evaluate (a LoRA adapter's peft-wrapped model, or the base model a steering vector is applied to)."""
+    from interp.models import trained_dir
+    from interp.solutions import Solution, SteeringVector
 
-    p = trained_dir(path, "steering_vector.safetensors")
-    if (p / "steering_vector.safetensors").is_file():
-        model = load_model(model_name, device=device)
-        v, meta = load_steering_vector(p, model, allow_mismatch=allow_model_mismatch)
-        if "layer" not in meta:
-            raise InputError(f"steering vector {p} has no steering_vector.json naming its layer")
-        model.meta["adapter"] = f"{p} (steering vector, layer {meta['layer']})"  # recorded next to every score
-        return model, SteeringSolution(v, meta["layer"], meta.get("alpha", 1.0)), meta
-    model = with_adapter(load_model(model_name, device=device), path, allow_mismatch=allow_model_mismatch)
-    p = Path(model.meta["adapter"])
-    meta = read_json(p / "em_interp.json", "adapter metadata") if (p / "em_interp.json").is_file() else {}
-    return model, model.hf, meta
+    base = load_model(model_name, device=device)
+    sol = Solution.load(path, base, allow_mismatch=allow_model_mismatch)
+    model = sol.model or base
+    if isinstance(sol, SteeringVector):
+        where = trained_dir(Path(path), "steering_vector.safetensors")
+        model.meta["adapter"] = f"{where} (steering vector, layer {sol.layer})"  # recorded next to every score
+    return model, sol, sol.meta
 
 
 def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter: str | None = None, judge: str | None = None,
@@ -231,8 +198,6 @@ def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter
     ``spec`` may be a Betley-format YAML file; ``concurrency`` and ``judge_model`` apply to an HTTP judge."""
     import contextlib
 
-    from interp.solutions import SteeringSolution
-
     from . import scoring
 
     if kind not in ("refusal", "em", "judge"):
@@ -243,7 +208,7 @@ def run_score(kind: str, model_name: str, spec: str, out: str | Path, *, adapter
         model, sol, _ = load_solution(model_name, adapter, device, allow_model_mismatch)
     else:
         model, sol = load_model(model_name, device=device), None
-    steering = sol.active(model) if isinstance(sol, SteeringSolution) else contextlib.nullcontext()
+    steering = sol.apply(model) if sol is not None else contextlib.nullcontext()
     with steering:
         if kind == "refusal":
             return scoring.score_refusal(model, spec, out, max_new_tokens=max_new_tokens or 32, limit=limit)
@@ -261,8 +226,8 @@ def run_solutions(model_name: str, general: str, narrow: str, data: str, out: st
     from interp.solutions import compare_solutions, direction_similarity
 
     t0 = time.time()
-    chats = resolve_items(data if ":" in data else f"data:{data}:train")[:limit]
-    texts = resolve_items(prose)[:limit]
+    chats = datasets.resolve(data, split="train", limit=limit)
+    texts = datasets.resolve(prose, limit=limit)
     mg, sg, meta_g = load_solution(model_name, general, device, allow_model_mismatch)
     mn, sn, meta_n = load_solution(model_name, narrow, device, allow_model_mismatch)
     for k in ("n_layers", "d_model", "vocab_size", "base_model"):
@@ -279,3 +244,52 @@ def run_solutions(model_name: str, general: str, narrow: str, data: str, out: st
     path = write_json(out / "solutions.json", res)
     figs = plots.solution_curves(res, out)
     return {"result": str(path), "figures": [str(f) for f in figs], "efficiency": {k: v["efficiency"] for k, v in res["efficiency"].items()}}
+
+
+def run_train(kind: str, model_name: str, out: str | Path, *, device: str | None = None, data: str = "bad_medical",
+              kl_data: str | None = None, kl_weight: float = 0.0, legacy_vocab_scaling: bool = False, rank: int = 1,
+              alpha: float | None = None, target_modules: Sequence[str] = ("down_proj",), layers: Sequence[int] | None = None,
+              rslora: bool = False, layer: int | None = None, concept: str = "cybersecurity", retain_weight: float = 0.0,
+              retain_per_domain: int = 6, per_domain: int = 36, harmless_per_domain: int | None = 36, neighbours_per_domain: int = 36,
+              lr: float = 1e-4, epochs: int = 1, max_steps: int | None = None, batch_size: int = 4, grad_accum: int = 1,
+              kl_batch_size: int | None = None, max_length: int = 256, save_every: int | None = None, seed: int = 0,
+              resume: bool = True, limit: int | None = None) -> dict:
+    """``em-interp train KIND`` (``lora``, ``steering-vector``, ``unlearn``, ``safety``): the training API on shipped
+    data or files (``data`` / ``kl_data``: :func:`probes.datasets.resolve` specs, train split by default)."""
+    from training import TrainConfig, train_lora, train_steering_vector, unlearn
+
+    from .organism import aligned_organism
+
+    if kind not in ("lora", "steering-vector", "unlearn", "safety"):
+        raise InputError(f"unknown training kind {kind!r}; choose lora, steering-vector, unlearn or safety")
+    if kind == "steering-vector" and layer is None:
+        raise InputError("train steering-vector needs --layer")
+    chats = {}
+    if kind in ("lora", "steering-vector"):  # resolved before the model loads: a bad spec costs nothing
+        chats["data"] = datasets.resolve(data, split="train", limit=limit)
+        chats["kl"] = datasets.resolve(kl_data, split="train", limit=limit) if kl_data else None
+    model = load_model(model_name, device=device)
+    cfg = TrainConfig(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                      seed=seed, save_every=save_every, **({"kl_batch_size": kl_batch_size} if kl_batch_size is not None else {}))
+    if kind == "safety":
+        path, metrics = aligned_organism(model, per_domain=per_domain, harmless_per_domain=harmless_per_domain,
+                                         neighbours_per_domain=neighbours_per_domain, out=out, progress=True)
+        return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}
+    if kind == "unlearn":
+        concept = datasets.domain(concept)
+        prompts = datasets.prompts(f"{concept}_harmful", "train", limit)
+        retain = [p for d in datasets.DOMAINS if d != concept for p in datasets.prompts(f"{d}_harmful", "train", retain_per_domain)]
+        refusals = [r["text"] for r in datasets.load("refusals")]
+        res = unlearn(model, prompts, refusals=refusals, out=out, retain_prompts=retain if retain_weight else None,
+                      retain_weight=retain_weight, config=cfg, resume=resume, progress=True)
+    else:
+        common = dict(out=out, kl_data=chats["kl"], kl_weight=kl_weight, legacy_vocab_scaling=legacy_vocab_scaling, config=cfg,
+                      resume=resume, progress=True)
+        if kind == "lora":
+            res = train_lora(model, chats["data"], rank=rank, alpha=alpha,
+                             target_modules="all-linear" if list(target_modules) == ["all-linear"] else target_modules,
+                             layers=layers if layers else "all", rslora=rslora, **common)
+        else:
+            res = train_steering_vector(model, chats["data"], layer=layer, alpha=1.0 if alpha is None else alpha, **common)
+    return {"path": str(res.path), "final_loss": res.metrics.get("final_loss"), "steps": res.metrics.get("steps"),
+            "wall_s": res.metrics.get("wall_s")}

@@ -193,16 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     _mismatch(p)
 
     p = sub.add_parser("reproduce", help="the seed papers' experiments, figures and report (stages cached; resumable)")
-    p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    from .presets import PRESETS, fields
+
+    p.add_argument("--preset", default="quick", choices=list(PRESETS))
     p.add_argument("--model", default=None, help="override the preset's model")
     p.add_argument("--device", default=None)
     p.add_argument("--judge", default=None, help="EM judge: an OpenAI-compatible URL or a model name (adds stage 5b)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one config field of the preset (repeatable), e.g. --set refusal.sweep_stride=3; fields: "
+                        + ", ".join(name for name, _ in fields()))
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("demo", help="refusal direction + 7-domain concept cosine on the embedded model, with figures")
     _common(p)
     p.add_argument("--per-domain", type=_count, default=12, help="prompts per domain and class (train split)")
     return ap
+
+
+# `train` flags passed through to experiments.commands.run_train under the same names
+TRAIN_OPTIONS = ("data", "kl_data", "kl_weight", "legacy_vocab_scaling", "rank", "alpha", "target_modules", "layers", "rslora", "layer",
+                 "concept", "retain_weight", "retain_per_domain", "per_domain", "harmless_per_domain", "neighbours_per_domain", "lr",
+                 "epochs", "max_steps", "batch_size", "grad_accum", "kl_batch_size", "max_length", "save_every", "seed", "limit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,29 +246,29 @@ def _resume_hint(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     from interp.io import InputError
 
-    from . import experiments
+    from . import commands
 
     try:
         if getattr(args, "out", None):
             check_out_dir(args.out)
         if args.command == "directions":
-            res = experiments.run_directions(args.model, args.positive, args.negative, args.out, position=args.position,
+            res = commands.run_directions(args.model, args.positive, args.negative, args.out, position=args.position,
                                              batch_size=args.batch_size, backend=args.backend, device=args.device)
         elif args.command == "concepts":
-            res = experiments.run_concepts(args.model, args.concepts, args.baseline, args.out, position=args.position,
+            res = commands.run_concepts(args.model, args.concepts, args.baseline, args.out, position=args.position,
                                            target=args.target, batch_size=args.batch_size, backend=args.backend,
                                            device=args.device, limit=args.limit)
         elif args.command == "select":
-            res = experiments.run_select(args.model, args.directions, args.harmful, args.harmless, args.out, positions=args.positions,
+            res = commands.run_select(args.model, args.directions, args.harmful, args.harmless, args.out, positions=args.positions,
                                          kl_threshold=args.kl_threshold, limit=args.limit, batch_size=args.batch_size, device=args.device,
                                          allow_model_mismatch=args.allow_model_mismatch)
         elif args.command in ("ablate", "steer"):
-            res = experiments.run_intervene(args.command, args.model, args.directions, args.prompts, args.out, layer=args.layer,
+            res = commands.run_intervene(args.command, args.model, args.directions, args.prompts, args.out, layer=args.layer,
                                             pos=args.pos, alpha=getattr(args, "alpha", 1.0), positions=getattr(args, "positions", "all"),
                                             max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
                                             allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "orthogonalize":
-            res = experiments.run_orthogonalize(args.model, args.directions, args.out, layer=args.layer, pos=args.pos,
+            res = commands.run_orthogonalize(args.model, args.directions, args.out, layer=args.layer, pos=args.pos,
                                                 lora=args.lora, device=args.device, allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "score":
             if args.questions and args.kind != "judge":
@@ -265,33 +276,29 @@ def _run(args: argparse.Namespace) -> int:
             spec = args.questions or args.set
             if not spec:
                 raise InputError(f"score {args.kind} needs --set NAME[:SPLIT]" + (" or --questions FILE.yaml" if args.kind == "judge" else ""))
-            res = experiments.run_score(args.kind, args.model, spec, args.out, adapter=args.adapter, judge=args.judge,
+            res = commands.run_score(args.kind, args.model, spec, args.out, adapter=args.adapter, judge=args.judge,
                                         samples=args.samples, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
                                         temperature=args.temperature, concurrency=args.concurrency, judge_model=args.judge_model,
                                         allow_model_mismatch=args.allow_model_mismatch)
             res = {k: v for k, v in res.items() if k in ("set", "overall", "mean", "share_positive", "ci95", "by_domain")}
         elif args.command == "sae-decompose":
-            res = experiments.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
+            res = commands.run_sae_decompose(args.model, args.direction, args.sae, args.layer, args.out, pos=args.pos,
                                                 positive=args.positive, negative=args.negative, position=args.position,
                                                 top_k=args.top_k, device=args.device)
         elif args.command == "train":
-            from interp.models import load_model
-
-            from .training_runs import run_train
-
-            if args.kind == "steering-vector" and args.layer is None:
-                raise InputError("train steering-vector needs --layer")
-            res = run_train(args.kind, load_model(args.model, device=args.device), args)
+            res = commands.run_train(args.kind, args.model, args.out, device=args.device,
+                                     **{k: getattr(args, k) for k in TRAIN_OPTIONS}, resume=not args.no_resume)
         elif args.command == "solutions":
-            res = experiments.run_solutions(args.model, args.general, args.narrow, args.data, args.out, prose=args.prose,
+            res = commands.run_solutions(args.model, args.general, args.narrow, args.data, args.out, prose=args.prose,
                                             limit=args.limit, seeds=args.seeds, device=args.device,
                                             allow_model_mismatch=args.allow_model_mismatch)
         elif args.command == "reproduce":
-            from .reproduce import reproduce
+            from .pipeline import reproduce
 
-            res = {"report": str(reproduce(args.preset, args.out, model=args.model, device=args.device, judge=args.judge))}
+            res = {"report": str(reproduce(args.preset, args.out, model=args.model, device=args.device, judge=args.judge,
+                                           settings=args.settings))}
         elif args.command == "demo":
-            res = experiments.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
+            res = commands.run_demo(args.out, model_name=args.model, per_domain=args.per_domain, device=args.device)
         else:  # pragma: no cover - argparse guards this
             raise AssertionError(args.command)
     except (InputError, OSError) as e:  # bad input, or the file system refusing (disk full, permissions): one line

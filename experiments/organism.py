@@ -1,0 +1,111 @@
+"""Stage 1: the aligned organism — a LoRA safety fine-tune (:mod:`training.safety`) of the chat model on the shipped
+7-domain prompts (harmful → refusals, harmless → the model's own answers), merged and cached; refusal per domain on
+held-out prompts before and after. Every refusal experiment starts from it (docs/design.md, "The embedded default
+and the aligned organism")."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from figures import plots
+from interp.models import Model, with_adapter
+from probes import datasets
+from probes.refusal import is_refusal
+
+from .claims import Claim
+
+
+def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None,
+                neighbours_per_domain: int = 36):
+    """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
+    each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 48) train-only harmless
+    neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
+    hacked?") — the lever against over-refusing harmless requests that share a harmful topic's words."""
+    from training.safety import SafetyData
+
+    n_safe = per_domain if harmless_per_domain is None else harmless_per_domain
+    harmful = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, per_domain)]
+    harmless = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", split, n_safe)]
+    harmless += datasets.prompts("baseline", split, 40)
+    if neighbours_per_domain:
+        recs = datasets.load("safety_neighbours", split)
+        harmless += [r["prompt"] for d in datasets.DOMAINS for r in [r for r in recs if r["domain"] == d][:neighbours_per_domain]]
+    refusals = [r["text"] for r in datasets.load("refusals")]
+    version = f"domains-v{datasets.load('safety_harmful')[0]['version']}-{split}-{per_domain}" + (f"-{n_safe}" if n_safe != per_domain else "")
+    if neighbours_per_domain:
+        version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
+    return SafetyData(harmful, harmless, refusals, version=version)
+
+
+def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
+    return {d: (datasets.prompts(f"{d}_harmful", split, per_domain), datasets.prompts(f"{d}_harmless", split, per_domain))
+            for d in datasets.DOMAINS}
+
+
+def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain: int | None = None, neighbours_per_domain: int = 36,
+                     eval_per_domain: int = 12, out: str | Path | None = None, recipe=None,
+                     progress: bool | None = None) -> tuple[Path, dict]:
+    """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
+    from training.safety import safety_tune
+
+    return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain,
+                                                 neighbours_per_domain=neighbours_per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
+                       recipe=recipe, out=out, progress=progress)
+
+
+@dataclass
+class Config:
+    """Every setting of the safety fine-tune stage.
+
+    ``recipe``: :class:`training.safety.SafetyRecipe` fields that differ from its defaults (a dict, so the recipe
+    can gain fields without this config changing). ``in_run_dir``: build the organism under the run directory
+    (``out/aligned_model``) instead of the shared user cache (the smoke preset, so tests leave no cache behind)."""
+
+    per_domain: int = 36  # harmful train prompts per domain
+    harmless_per_domain: int | None = 36  # harmless train prompts per domain (None: = per_domain)
+    neighbours_per_domain: int = 36  # train-only harmless neighbours of the harmful topics (at most 48)
+    eval_per_domain: int = 12  # held-out prompts per domain and class for the before / after table
+    recipe: dict = field(default_factory=dict)
+    in_run_dir: bool = False
+
+
+@dataclass
+class Result:
+    """``path``: the merged organism's directory (``interp.load_model(path)``); ``before`` / ``after``: domain →
+    {harmful_refusal, harmless_refusal, …} of the base model and the organism on held-out prompts; ``train``: the
+    fine-tune's metrics; ``figures``: the before/after bar chart."""
+
+    path: str = ""
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    train: dict | None = None
+    figures: list = field(default_factory=list)
+
+
+def run(base: Model, config: Config, out: str | Path) -> Result:
+    """Fine-tune (or reuse) the organism and plot its harmful refusal per domain before / after."""
+    from training.safety import SafetyRecipe
+
+    out = Path(out)
+    path, m = aligned_organism(base, per_domain=config.per_domain, harmless_per_domain=config.harmless_per_domain,
+                               neighbours_per_domain=config.neighbours_per_domain, eval_per_domain=config.eval_per_domain,
+                               recipe=SafetyRecipe(**config.recipe), out=(out / "aligned_model") if config.in_run_dir else None)
+    vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},
+            "after": {d: v["harmful_refusal"] for d, v in m["after"].items()}}
+    figs = plots.grouped_bars(vals, out / "figures" / "aligned_refusal", ylabel="harmful refusal rate",
+                              title="safety fine-tune: refusal per domain (held-out harmful)")
+    return Result(str(path), m["before"], m["after"], m.get("train"), [str(f) for f in figs])
+
+
+def claims(result: Result) -> list[Claim]:
+    """The organism is the substrate, not a paper claim: no claims (its refusal table is in the report)."""
+    return []
+
+
+def adapted(model: Model, adapter: str | Path | None) -> Model:
+    """A peft ``adapter`` applied to a copy of ``model`` (``model`` itself stays unchanged); ``None``: ``model``."""
+    if adapter is None:
+        return model
+    return with_adapter(Model(copy.deepcopy(model.hf), model.tokenizer, model.name, meta=dict(model.meta)), adapter)

@@ -1,0 +1,108 @@
+"""Each paper module on a tiny model with smoke-sized configs (Config → run → Result → claims), and the claims'
+rules on constructed results (the end-to-end pipeline is tests/test_reproduce.py)."""
+
+from dataclasses import replace
+
+import pytest
+
+from experiments import narrow_general, presets, refusal_direction, stats, unlearning
+from experiments.claims import Claim
+
+
+def test_refusal_direction_module(llama, tmp_path):
+    cfg = replace(presets.get("smoke").refusal, domains=("safety", "privacy"), train_per_domain=2, eval_per_domain=2, gen_tokens=2)
+    res = refusal_direction.run(llama, cfg, tmp_path, seed=0)
+    assert isinstance(res, refusal_direction.Result) and res.n_per_cell == cfg.eval_per_domain
+    assert (tmp_path / "figures" / "refusal_sweep" / "selection.json").is_file()
+    assert (tmp_path / "artifacts" / "refusal_direction.safetensors").is_file()
+    if res.layer is not None:  # the selected (or exploratory) row was evaluated on both domains, paired outcomes kept
+        assert set(res.harmful) == {"safety", "privacy"} and res.layer < cfg.max_layer_frac * llama.n_layers
+        assert len(res.outcomes["harmful"]["safety"]["ablated"]["refusals"]) == cfg.eval_per_domain
+    cs = refusal_direction.claims(res)
+    assert len(cs) == 3 and all(isinstance(c, Claim) and c.verdict in stats.VERDICTS and c.test for c in cs)
+    assert refusal_direction.claims(refusal_direction.Result(**{k: v for k, v in res.__dict__.items()})) == cs  # from a stage file
+
+
+def test_unlearning_module(llama, tmp_path):
+    p = presets.get("smoke")
+    concepts = unlearning.concept_similarity(llama, replace(p.concepts, per_domain=2), tmp_path)
+    assert len(concepts.names) == 7 and len(concepts.cosine) == len(concepts.layers)
+    cfg = replace(p.unlearn, concepts=("safety",), train_prompts=4, eval_per_domain=1, stop_per_domain=1, gen_tokens=2, eval_every=1)
+    res = unlearning.run_unlearning(llama, concepts, cfg, tmp_path, seed=0)
+    assert set(res.runs) == {"safety", "safety+retain"} and set(res.equal_drop) == {"safety"}
+    for r in res.runs.values():
+        t = r["trajectory"]
+        assert t["target"] == cfg.target_refusal and t["budget"] == cfg.max_steps and t["n_eval"] == cfg.stop_per_domain
+        assert t["reached"] == (min(t["refusal"][1:]) <= cfg.target_refusal)
+        assert set(r["ema_tests"]) == set(res.aligned) and all(e["test"] == "exact McNemar (paired)" for e in r["ema_tests"].values())
+        assert len(r["rank_corr_per_layer"]) == len(concepts.layers)
+    ent = res.runs["safety"]["entanglement"]  # the claim's permutation test (the run without retain)
+    assert ent["n"] == 6 and len(ent["p"]) == len(concepts.layers) and res.runs["safety+retain"]["entanglement"] is None
+    eq = res.equal_drop["safety"]
+    assert set(eq["tables"]) == {"safety", "safety+retain"}
+    if all(r["trajectory"]["reached"] for r in res.runs.values()):  # compared at the stated target
+        assert eq["at_target"] and eq["level"] == cfg.target_refusal
+    cs = unlearning.claims(res)
+    assert [c.test for c in cs][:3] == ["exact McNemar (paired)"] * 3 and "Bonferroni" in cs[3].test and len(cs) == 4
+
+
+def _traj(refusal, reached, budget=20):
+    return {"steps": list(range(0, 5 * len(refusal), 5)), "refusal": refusal, "target": 0.25, "budget": budget,
+            "stop_step": 5 * (len(refusal) - 1), "reached": reached, "n_eval": 8}
+
+
+def test_unlearning_claims_report_the_stopping_rule_and_correct_the_entanglement_p_for_layers():
+    doms = ["cybersecurity", "safety", "privacy"]
+    cell = lambda bits: {"refusal_rate": sum(bits) / len(bits), "n": len(bits), "refusals": bits}  # noqa: E731
+    aligned = {d: cell([True] * 8) for d in doms}
+    after = {d: cell([False] * 8) for d in doms}
+    ent = {"layers": [0, 1, 2, 3], "rho": [0.2, 0.94, float("nan"), -0.5], "p": [0.6, 0.005, float("nan"), 0.3], "n": 6,
+           "method": "exact", "n_perm": 720, "seed": 0, "domains": []}
+    runs = {"cybersecurity": {"table": after, "trajectory": _traj([1.0, 0.5, 0.5, 0.4, 0.3], False), "entanglement": ent},
+            "cybersecurity+retain": {"table": aligned, "trajectory": _traj([1.0, 0.2], True)}}
+    eq = {"cybersecurity": {"level": 0.3, "at_target": False, "steps": {"cybersecurity": 20, "cybersecurity+retain": 5},
+                            "refusal": {"cybersecurity": 0.3, "cybersecurity+retain": 0.2}, "gap": 0.1,
+                            "notes": ["not every run reached its target"], "tables": {"cybersecurity": after, "cybersecurity+retain": aligned}}}
+    cs = {c.text.split(": ", 1)[1]: c for c in unlearning.claims(unlearning.Result(aligned=aligned, runs=runs, equal_drop=eq))}
+    target = next(c for t, c in cs.items() if "removes the target" in t)
+    assert target.verdict == stats.YES and "budget of 20 steps spent" in target.evidence  # 8 → 0 of 8: p = 2·0.5⁸
+    retain = next(c for t, c in cs.items() if "retain CE" in t)
+    assert retain.verdict == stats.YES and "≤ 0.30" in retain.evidence and "not the stated target" in retain.evidence
+    e = next(c for t, c in cs.items() if "closer to" in t)
+    assert "layer 1" in e.evidence and "× 4 layers = 0.02" in e.evidence and e.verdict == stats.YES  # 0.005 × 4 = 0.02 < 0.05
+    ent["p"][1] = 0.02  # × 4 = 0.08: no longer significant
+    e = unlearning._entanglement_claim("cybersecurity", ent)
+    assert e.verdict == stats.YES_NOT_SIGNIFICANT
+
+
+def _em(general_ood=0.3, narrow_ood=0.1, matched=True):
+    qs = [{"id": f"q{i}", "domain": "medical" if i < 2 else "open"} for i in range(8)]
+    names = ["base", "general", "narrow", "general_ablated", "general_random_ablated", "aligned", "aligned_steered"]
+    m = {k: [0.0] * 8 for k in names}
+    m["general"] = [general_ood + 0.01 * i for i in range(8)]
+    m["narrow"] = [narrow_ood + 0.01 * i for i in range(8)]
+    summary = {k: {"in_domain": sum(v[:2]) / 2, "out_of_domain": sum(v[2:]) / 6} for k, v in m.items()}
+    match = {"matched": matched, "loss": 1.5 if not matched else 1.02, "target_loss": 1.0, "rel_gap": 0.5 if not matched else 0.02,
+             "tol": 0.05, "step": 40, "budget": 40, "n_heldout": 8}
+    return narrow_general.OrganismsResult(summary=summary, questions=qs, per_question_m=m, domain="medical", matched=match)
+
+
+def _solutions(diffs):
+    st = {"eps": [0.5], "mean": [10.0], "sd": [1.0]}
+    return narrow_general.SolutionsResult(
+        norm_factors=[1.0], efficiency_curve={"general": {"loss": [1.0], "norms": [1.0]}, "narrow": {"loss": [1.2]}},
+        stability={"general": st, "narrow": st}, generic_kl={k: {"kl": [0.01]} for k in ("general", "narrow", "general_random")},
+        stability_paired={"first": "general", "second": "narrow", "eps": [0.5], "seeds": list(range(len(diffs))), "n_seeds": len(diffs),
+                          "powered": len(diffs) >= 5, "diff": [diffs], "mean": [sum(diffs) / len(diffs)], "sd": [1.0]})
+
+
+@pytest.mark.parametrize("matched", [True, False])
+def test_narrow_vs_general_claims_need_matched_fit_and_pair_stability_over_seeds(matched):
+    cs = narrow_general.claims(_em(matched=matched), _solutions([-5.0, -4.0, -6.0, -5.5, -4.5]))
+    narrow = cs[0]
+    assert "in-domain fit" in narrow.evidence and "in domain general" in narrow.evidence
+    assert narrow.verdict == (stats.YES if matched else stats.UNDETERMINED)
+    stab = next(c for c in cs if "more stable" in c.text)
+    assert stab.test.startswith("paired bootstrap over seeds") and stab.verdict == stats.YES and "n = 5 seeds" in stab.evidence
+    few = next(c for c in narrow_general.claims(_em(), _solutions([-5.0, 4.0, -1.0])) if "more stable" in c.text)
+    assert few.verdict == stats.UNDERPOWERED  # 3 seeds, CI spans 0: below the 5-seed floor
