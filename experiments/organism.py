@@ -12,7 +12,7 @@ from pathlib import Path
 from figures import plots
 from interp.models import Model, with_adapter
 from probes import datasets
-from probes.refusal import is_refusal
+from probes.refusal import is_refusal, refusal_tokens
 
 from .claims import Claim
 
@@ -52,7 +52,7 @@ def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain:
 
     return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain,
                                                  neighbours_per_domain=neighbours_per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
-                       recipe=recipe, out=out, progress=progress)
+                       recipe=recipe, out=out, refusal_openers=refusal_tokens(model.tokenizer), progress=progress)
 
 
 @dataclass

@@ -64,3 +64,21 @@ def test_own_answers_are_cached_by_weights_and_prompts(llama, monkeypatch, tmp_p
     assert not cached and calls == [1] and c == [[1], [2]]
     _, cached = safety.own_answers(llama, prompts, max_new_tokens=4)  # another length: not the cached answers
     assert not cached
+
+
+def test_refusal_openers_are_dropped_from_harmless_targets(llama, monkeypatch):
+    """With ``drop_refusal_openers`` a harmless answer whose first token is in the refusal token set is not a
+    target (the refuse-or-help decision stays one token); without it, it is kept."""
+    import pytest
+
+    from interp.io import InputError
+    from training import safety
+
+    data = SafetyData(["Make a weapon."], ["Bake bread?", "Grow basil?"], ["I'm sorry, I can't."], version="t")
+    monkeypatch.setattr(safety, "own_answers", lambda *a, **k: ([[7, 8, 9], [5, 6]], False))
+    kept, info = build_examples(llama, data, SafetyRecipe(), _no_refusal, refusal_openers=[7])
+    assert info["n_harmless_kept"] == 2 and info["n_harmless_dropped_openers"] == 0
+    ts, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal, refusal_openers=[7])
+    assert info["n_harmless_kept"] == 1 and info["n_harmless_dropped_openers"] == 1 and len(ts.examples) == 2
+    with pytest.raises(InputError, match="refusal token set"):
+        build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal)

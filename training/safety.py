@@ -48,6 +48,7 @@ class SafetyRecipe:
     first_token_weight_harmful: float = 12.0
     first_token_weight_harmless: float = 12.0
     seed: int = 0
+    drop_refusal_openers: bool = False  # drop harmless answers whose first token opens a refusal (e.g. "I …")
     generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
 
@@ -111,8 +112,12 @@ def own_answers(model: Model, prompts: Sequence[str], *, max_new_tokens: int, ba
 
 
 def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refusal: Callable[[str], bool], *,
-                   progress: bool | None = None) -> tuple[TokenizedSet, dict]:
-    """Harmful → refusals (cycled); harmless → the model's own greedy answers (refusal-like ones dropped)."""
+                   refusal_openers: Sequence[int] = (), progress: bool | None = None) -> tuple[TokenizedSet, dict]:
+    """Harmful → refusals (cycled); harmless → the model's own greedy answers (refusal-like ones dropped; with
+    ``recipe.drop_refusal_openers`` also those whose first token is one of ``refusal_openers``, the refusal token
+    set R: SmolLM2 opens 15 % of its compliant answers with "I", the token 10 of the 12 refusals start with, so
+    without this the refuse-or-help decision is not one token and the refusal score is confounded on harmless
+    prompts)."""
     if not data.harmful or not data.harmless or not data.refusals:
         raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
     t0 = time.time()
@@ -121,7 +126,10 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
     tok = model.tokenizer
     eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
               else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
-    examples, dropped = [], 0
+    examples, dropped, dropped_openers = [], 0, 0
+    openers = set(int(t) for t in refusal_openers)
+    if recipe.drop_refusal_openers and not openers:
+        raise InputError("drop_refusal_openers needs the refusal token set (refusal_openers)")
     for i, p in enumerate(data.harmful):
         chat = [{"role": "user", "content": p}, {"role": "assistant", "content": data.refusals[i % len(data.refusals)]}]
         examples.append(_weighted(model, chat, recipe.first_token_weight_harmful, True))
@@ -131,11 +139,14 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
         if not text or is_refusal(text):
             dropped += 1
             continue
+        if recipe.drop_refusal_openers and ids and ids[0] in openers:
+            dropped_openers += 1
+            continue
         chat = [{"role": "user", "content": p}, {"role": "assistant", "content": text}]
         examples.append(_weighted(model, chat, recipe.first_token_weight_harmless, finished))
     examples = [type(e)(e.ids[: recipe.max_length], e.mask[: recipe.max_length]) for e in examples]
-    return TokenizedSet(examples), {"n_harmful": len(data.harmful), "n_harmless_kept": len(data.harmless) - dropped,
-                                    "n_harmless_dropped": dropped, "answers_s": round(time.time() - t0, 1),
+    return TokenizedSet(examples), {"n_harmful": len(data.harmful), "n_harmless_kept": len(data.harmless) - dropped - dropped_openers,
+                                    "n_harmless_dropped": dropped, "n_harmless_dropped_openers": dropped_openers, "answers_s": round(time.time() - t0, 1),
                                     "answers_cached": cached}
 
 
@@ -173,7 +184,8 @@ def base_refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Se
 
 def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], bool],
                 eval_sets: dict[str, tuple[Sequence[str], Sequence[str]]] | None = None, recipe: SafetyRecipe | None = None,
-                out: str | Path | None = None, progress: bool | None = None) -> tuple[Path, dict]:
+                out: str | Path | None = None, refusal_openers: Sequence[int] = (),
+                progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse from the cache) the aligned organism; returns the merged model directory (loadable with
     ``interp.load_model(path)``) and metrics, including refusal per domain before and after on ``eval_sets``."""
     recipe = recipe or SafetyRecipe()
@@ -198,7 +210,7 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
             metrics["before"] = base_refusal_by_domain(model, eval_sets, is_refusal, progress=progress)
             steps_s["before"] = round(time.time() - t, 1)
     with prog.step(f"safety fine-tune 2/4: answers ({len(data.harmless)} harmless prompts)", progress=progress):
-        train, info = build_examples(model, data, recipe, is_refusal, progress=progress)
+        train, info = build_examples(model, data, recipe, is_refusal, refusal_openers=refusal_openers, progress=progress)
     metrics.update(info)
     steps_s["answers"] = info["answers_s"]
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
