@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept", default="cybersecurity", help="unlearn: the domain whose refusals are unlearned")
     p.add_argument("--retain-weight", type=float, default=0.0, help="unlearn: weight of the retain cross-entropy")
     p.add_argument("--retain-per-domain", type=_count, default=6)
-    p.add_argument("--per-domain", type=_count, default=36, help="safety: harmful prompts per domain (all 36 of the train split)")
-    p.add_argument("--harmless-per-domain", type=_count, default=36, help="safety: harmless prompts per domain (all 36 of the train split)")
+    p.add_argument("--per-domain", type=_count, default=48, help="safety: harmful prompts per domain (of the 96 in the train split)")
+    p.add_argument("--harmless-per-domain", type=_count, default=96, help="safety: harmless prompts per domain (all 96 of the train split)")
     p.add_argument("--neighbours-per-domain", type=_count0, default=36,
                    help="safety: train-only harmless neighbours of the harmful topics per domain (0–36)")
     p.add_argument("--lr", type=float, default=1e-4)

@@ -250,7 +250,7 @@ def run_train(kind: str, model_name: str, out: str | Path, *, device: str | None
               kl_data: str | None = None, kl_weight: float = 0.0, legacy_vocab_scaling: bool = False, rank: int = 1,
               alpha: float | None = None, target_modules: Sequence[str] = ("down_proj",), layers: Sequence[int] | None = None,
               rslora: bool = False, layer: int | None = None, concept: str = "cybersecurity", retain_weight: float = 0.0,
-              retain_per_domain: int = 6, per_domain: int = 36, harmless_per_domain: int | None = 36, neighbours_per_domain: int = 36,
+              retain_per_domain: int = 6, per_domain: int = 48, harmless_per_domain: int | None = 96, neighbours_per_domain: int = 48,
               lr: float = 1e-4, epochs: int = 1, max_steps: int | None = None, batch_size: int = 4, grad_accum: int = 1,
               kl_batch_size: int | None = None, max_length: int = 256, save_every: int | None = None, seed: int = 0,
               resume: bool = True, limit: int | None = None) -> dict:

@@ -17,8 +17,13 @@ from probes.refusal import is_refusal, refusal_tokens
 from .claims import Claim
 
 
-def safety_data(per_domain: int = 36, split: str = "train", harmless_per_domain: int | None = None,
-                neighbours_per_domain: int = 36):
+# the shipped recipe's data (recipe v3, measured on the validation split: docs/environment.md): half the harmful
+# train prompts, every harmless one, every train-only neighbour
+HARMFUL_PER_DOMAIN, HARMLESS_PER_DOMAIN, NEIGHBOURS_PER_DOMAIN = 48, 96, 48
+
+
+def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
+                neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
     each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 48) train-only harmless
     neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
@@ -44,7 +49,8 @@ def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
             for d in datasets.DOMAINS}
 
 
-def aligned_organism(model: Model, *, per_domain: int = 36, harmless_per_domain: int | None = None, neighbours_per_domain: int = 36,
+def aligned_organism(model: Model, *, per_domain: int = HARMFUL_PER_DOMAIN, harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
+                     neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN,
                      eval_per_domain: int = 12, out: str | Path | None = None, recipe=None,
                      progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
@@ -63,9 +69,9 @@ class Config:
     can gain fields without this config changing). ``in_run_dir``: build the organism under the run directory
     (``out/aligned_model``) instead of the shared user cache (the smoke preset, so tests leave no cache behind)."""
 
-    per_domain: int = 36  # harmful train prompts per domain
-    harmless_per_domain: int | None = 36  # harmless train prompts per domain (None: = per_domain)
-    neighbours_per_domain: int = 36  # train-only harmless neighbours of the harmful topics (at most 48)
+    per_domain: int = HARMFUL_PER_DOMAIN  # harmful train prompts per domain
+    harmless_per_domain: int | None = HARMLESS_PER_DOMAIN  # harmless train prompts per domain (None: = per_domain)
+    neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN  # train-only harmless neighbours of the harmful topics (at most 48)
     eval_per_domain: int = 12  # held-out prompts per domain and class for the before / after table
     recipe: dict = field(default_factory=dict)
     in_run_dir: bool = False

@@ -61,7 +61,7 @@ SMOKE = Preset(
 # quick: sized for a 2-core CPU (≈ 280 prompt tokens/s): a 3-prompt-per-domain sweep over every 3rd layer below 80 %
 # depth, 16 generated tokens (refusal phrases open the answer), a 3-point norm / 2-point ε grid
 QUICK = Preset(
-    organism=organism.Config(per_domain=36, harmless_per_domain=36, neighbours_per_domain=36, eval_per_domain=12),
+    organism=organism.Config(eval_per_domain=12),
     refusal=refusal_direction.Config(train_per_domain=12, val_per_domain=3, eval_per_domain=6, sweep_stride=3, gen_tokens=16),
     concepts=unlearning.ConceptsConfig(per_domain=12),
     unlearn=unlearning.UnlearnConfig(train_prompts=36, stop_per_domain=6, eval_every=5, max_steps=20, retain_batch=2,
@@ -71,7 +71,7 @@ QUICK = Preset(
 )
 
 FULL = Preset(
-    organism=organism.Config(per_domain=36, harmless_per_domain=36, neighbours_per_domain=36, eval_per_domain=12),
+    organism=organism.Config(eval_per_domain=12),
     refusal=refusal_direction.Config(train_per_domain=36, val_per_domain=12, eval_per_domain=12, sweep_stride=1, gen_tokens=48),
     concepts=unlearning.ConceptsConfig(per_domain=36),
     unlearn=unlearning.UnlearnConfig(train_prompts=108, stop_per_domain=12, eval_every=10, max_steps=60, eval_per_domain=12, gen_tokens=48),
@@ -85,7 +85,7 @@ FULL = Preset(
 # where a 2-core CPU needs it (16 generated tokens: the refusal phrases open the answer; one EM set, 160 training
 # rows, 60 general steps and a 120-step budget for the matched narrow run). Its wall time is not measured yet.
 PAPER = Preset(
-    organism=organism.Config(per_domain=36, harmless_per_domain=36, neighbours_per_domain=36, eval_per_domain=12),
+    organism=organism.Config(eval_per_domain=12),
     refusal=refusal_direction.Config(train_per_domain=32, val_per_domain=32, eval_per_domain=32, sweep_stride=1, gen_tokens=16),
     concepts=unlearning.ConceptsConfig(per_domain=32),
     unlearn=unlearning.UnlearnConfig(train_prompts=96, stop_per_domain=32, eval_every=10, max_steps=60, retain_batch=2,

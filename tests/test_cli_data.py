@@ -260,9 +260,9 @@ def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():
     held_prompts = {r["prompt"] for d in datasets.DOMAINS for label in ("harmful", "harmless")
                     for split in ("val", "test") for r in datasets.load(f"{d}_{label}", split)}
     assert not {r["topic"].lower() for r in recs} & held_out and not {r["prompt"] for r in recs} & held_prompts
-    for d in datasets.DOMAINS:  # v2: 12 topics × 4 phrasings per domain; safety_data takes the first 36 by default
+    for d in datasets.DOMAINS:  # v2: 12 topics × 4 phrasings per domain; safety_data takes all 48 by default
         assert sum(r["domain"] == d for r in recs) == 48, d
     with_nb, without = safety_data(36), safety_data(36, neighbours_per_domain=0)
-    assert len(with_nb.harmless) == len(without.harmless) + 252 and with_nb.harmful == without.harmful
+    assert len(with_nb.harmless) == len(without.harmless) + 7 * 48 and with_nb.harmful == without.harmful
     assert len(safety_data(36, neighbours_per_domain=3).harmless) == len(without.harmless) + 21
     assert len({with_nb.version, without.version, safety_data(36, neighbours_per_domain=3).version}) == 3  # distinct cache keys

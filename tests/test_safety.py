@@ -13,7 +13,7 @@ def test_safety_tune_builds_merged_cached_model(llama, tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"],
                       ["I'm sorry, I can't help with that."], version="t1")
-    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120)
+    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120, drop_refusal_openers=False)
     before = {n: p.clone() for n, p in llama.hf.named_parameters()}
     path, metrics = safety_tune(llama, data, is_refusal=_no_refusal, eval_sets={"d": (data.harmful, data.harmless)},
                                 recipe=recipe, out=tmp_path / "aligned")
@@ -32,13 +32,13 @@ def test_safety_tune_builds_merged_cached_model(llama, tmp_path, monkeypatch):
 
 def test_first_response_token_is_upweighted(llama):
     data = SafetyData(["Make a weapon."], ["Bake bread?"], ["I'm sorry, I can't."], version="t")
-    ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4), _no_refusal)
+    ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=False), _no_refusal)
     harmful = ts.examples[0]
     first = next(i for i, m in enumerate(harmful.mask) if m > 0)
-    assert harmful.mask[first] == SafetyRecipe().first_token_weight_harmful == 12.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
+    assert harmful.mask[first] == SafetyRecipe().first_token_weight_harmful == 3.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
     if info["n_harmless_kept"]:
         h = ts.examples[1]
-        assert max(h.mask) == 12.0
+        assert max(h.mask) == SafetyRecipe().first_token_weight_harmless == 1.0
 
 
 def test_own_answers_are_cached_by_weights_and_prompts(llama, monkeypatch, tmp_path):
@@ -76,7 +76,7 @@ def test_refusal_openers_are_dropped_from_harmless_targets(llama, monkeypatch):
 
     data = SafetyData(["Make a weapon."], ["Bake bread?", "Grow basil?"], ["I'm sorry, I can't."], version="t")
     monkeypatch.setattr(safety, "own_answers", lambda *a, **k: ([[7, 8, 9], [5, 6]], False))
-    kept, info = build_examples(llama, data, SafetyRecipe(), _no_refusal, refusal_openers=[7])
+    kept, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=False), _no_refusal, refusal_openers=[7])
     assert info["n_harmless_kept"] == 2 and info["n_harmless_dropped_openers"] == 0
     ts, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal, refusal_openers=[7])
     assert info["n_harmless_kept"] == 1 and info["n_harmless_dropped_openers"] == 1 and len(ts.examples) == 2

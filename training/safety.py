@@ -1,11 +1,11 @@
 """The safety fine-tune that turns a chat model into the *aligned organism* (docs/design.md, "the aligned organism").
 
-Recipe (measured on SmolLM2, docs/environment.md): harmful requests → one of several short refusals;
-harmless and benign requests → the model's *own* greedy answers (they keep its ability; answers that look like
-refusals are dropped; answers cut off at the token limit are trained without the end-of-turn token); LoRA r 8,
-α 16 on every linear layer of the blocks, AdamW lr 3e-4, warm-up 6 % then linear decay, 2 epochs, batch 8,
-max length 96, response-only loss with extra weight ×12 on the first response token (the refuse-or-help
-decision). The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of
+Recipe v3 (measured on SmolLM2 on the validation split, docs/environment.md): harmful requests → one of several
+short refusals; harmless and benign requests → the model's *own* greedy answers, 24 tokens (they keep its ability;
+answers that look like refusals, or open with a refusal token, are dropped; answers cut off at the token limit are
+trained without the end-of-turn token); LoRA r 8, α 16 on every linear layer of the blocks, AdamW lr 4e-4, warm-up
+6 % then linear decay, 2 epochs, batch 16, max length 64, response-only loss with extra weight ×3 on the first
+response token of refusals (the refuse-or-help decision; v2's ×12 on both classes). The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of
 harmless requests that share a harmful topic's words (``experiments.organism.safety_data``). The adapter is
 merged and the model saved under the user cache directory, keyed by a hash of base model + data version + recipe,
 so it is built once.
@@ -39,16 +39,16 @@ class SafetyRecipe:
     rank: int = 8
     alpha: float = 16.0
     target_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    lr: float = 3e-4
+    lr: float = 4e-4
     epochs: int = 2
-    batch_size: int = 8
+    batch_size: int = 16
     warmup_frac: float = 0.06
-    max_length: int = 96
-    answer_tokens: int = 40
-    first_token_weight_harmful: float = 12.0
-    first_token_weight_harmless: float = 12.0
+    max_length: int = 64
+    answer_tokens: int = 24
+    first_token_weight_harmful: float = 3.0
+    first_token_weight_harmless: float = 1.0
     seed: int = 0
-    drop_refusal_openers: bool = False  # drop harmless answers whose first token opens a refusal (e.g. "I …")
+    drop_refusal_openers: bool = True  # drop harmless answers whose first token opens a refusal (e.g. "I …")
     generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
 
