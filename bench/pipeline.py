@@ -97,8 +97,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="em-interp-pipeline-"))
     env = {**os.environ, "EM_INTERP_CACHE": str(work / "cache")}
-    result: dict = {"demo_preset": args.demo_preset, "paper_preset": None if args.skip_paper else args.paper_preset,
-                    "fresh_clone": args.fresh_clone}
+    result: dict = {"workload": {"demo_preset": args.demo_preset, "paper_preset": None if args.skip_paper else args.paper_preset,
+                                 "fresh_clone": args.fresh_clone}}
     try:
         cli = [sys.executable, "-m", _cli_module()]
         if args.fresh_clone:  # make demo exactly as a user runs it: clone, set up, run (the cache still empty)

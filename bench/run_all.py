@@ -19,7 +19,7 @@ def main() -> int:
             failed.append(script.name)
             continue
         result = json.loads((HERE / "results" / f"{script.stem}.json").read_text())
-        rows += [(script.stem, k, v) for k, v in result.items() if isinstance(v, (int, float))]
+        rows += [(script.stem, k, v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     print(f"\n{'benchmark':<14} {'ratio':<32} {'value':>8}")
     for bench, key, value in rows:
         print(f"{bench:<14} {key:<32} {value:>8.3f}")
