@@ -171,9 +171,11 @@ def base_refusal_by_domain(model: Model, sets: dict[str, tuple[Sequence[str], Se
     """:func:`refusal_by_domain` of a base model, cached like :func:`own_answers` (keyed by its weights, the
     prompts, the length and the refusal rule's name): the "before" column is the same for every recipe."""
     rule = f"{getattr(is_refusal, '__module__', '')}.{getattr(is_refusal, '__qualname__', repr(is_refusal))}"
+    if "<" in rule:  # a lambda or a local function: its name does not identify the rule, so nothing is cached
+        return refusal_by_domain(model, sets, is_refusal, max_new_tokens=max_new_tokens, progress=progress, desc="safety: refusal before")
     path = _output_cache("refusal", model, {"sets": {k: [list(h), list(s)] for k, (h, s) in sets.items()},
                                              "max_new_tokens": max_new_tokens, "rule": rule})
-    if path.is_file() and not rule.endswith("<lambda>"):
+    if path.is_file():
         found = read_json(path, "cached refusal table")
         if isinstance(found, dict) and set(found) == set(sets):
             return found
