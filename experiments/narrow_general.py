@@ -63,6 +63,7 @@ class OrganismsConfig:
     direction_pairs: int = 48  # misaligned / aligned training answers for the misalignment direction
     sweep_stride: int = 1  # candidate layers of the misalignment-direction sweep: every k-th
     sweep_limit: int | None = None  # held-out in-domain EM questions the sweep measures (None: all of the domain's)
+    questions_per_domain: int | None = None  # EM questions scored per question domain (None: all 68; the first k of each)
     max_layer_frac: float = 0.8
     steer_alpha: float = 1.0  # × the direction when added to the aligned organism
 
@@ -175,9 +176,28 @@ def train_organisms(base: Model, name: str, config: OrganismsConfig, out: str | 
     return {"general": str(general), "narrow": str(mf.path)}, mf.to_dict()
 
 
-def em_scores(models: dict[str, Model]) -> dict:
-    """Step 2: model name → :func:`probes.em_score.em_score` dict on all EM questions."""
+def em_questions(per_domain: int | None = None) -> list[dict]:
+    """The EM questions, or the first ``per_domain`` of each question domain (file order; every domain kept)."""
     qs = datasets.load("em_questions")
+    if per_domain is None:
+        return qs
+    if per_domain < 1:
+        from interp.io import InputError
+
+        raise InputError(f"organisms.questions_per_domain must be ≥ 1 or None, got {per_domain}")
+    seen: dict[str, int] = {}
+    out = []
+    for q in qs:
+        d = q.get("domain")
+        if seen.get(d, 0) < per_domain:
+            seen[d] = seen.get(d, 0) + 1
+            out.append(q)
+    return out
+
+
+def em_scores(models: dict[str, Model], questions: list[dict] | None = None) -> dict:
+    """Step 2: model name → :func:`probes.em_score.em_score` dict on ``questions`` (default: all EM questions)."""
+    qs = datasets.load("em_questions") if questions is None else questions
     return {n: em_score(m, qs).to_dict() for n, m in models.items()}
 
 
@@ -200,7 +220,8 @@ def misalignment_direction(general: Model, name: str, config: OrganismsConfig, o
 def run_organisms(base: Model, aligned: Model, config: OrganismsConfig, out: str | Path, *, seed: int = 0) -> OrganismsResult:
     """Steps 1–3 for every set in ``config.sets`` (the first also gets the direction analysis)."""
     out = Path(out)
-    base_em = em_scores({"base": base})["base"]
+    qs = em_questions(config.questions_per_domain)
+    base_em = em_scores({"base": base}, qs)["base"]
     res = OrganismsResult()
     for k, name in enumerate(config.sets):
         if name not in EM_SETS:
@@ -211,7 +232,7 @@ def run_organisms(base: Model, aligned: Model, config: OrganismsConfig, out: str
         tag = "" if k == 0 else f"_{name}"
         paths, matched = train_organisms(base, name, config, out, tag=tag, seed=seed)
         models = {n: adapted(base, p) for n, p in paths.items()}
-        scores = {"base": base_em, **em_scores(models)}
+        scores = {"base": base_em, **em_scores(models, qs)}
         if k > 0:
             res.extra[name] = {"paths": paths, "domain": domain, "matched": matched, **em_tables(scores, domain)}
             continue
@@ -222,7 +243,6 @@ def run_organisms(base: Model, aligned: Model, config: OrganismsConfig, out: str
         g = torch.Generator().manual_seed(seed)
         rand = torch.randn(vec.shape, generator=g)
         rand = rand / rand.norm() * vec.norm()  # norm-matched random direction
-        qs = datasets.load("em_questions")
         with ablate(models["general"], vec):
             scores["general_ablated"] = em_score(models["general"], qs).to_dict()
         with ablate(models["general"], rand):

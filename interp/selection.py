@@ -24,7 +24,9 @@ Two implementations give the same scores:
 - ``method="cheap"`` (default, issue 18): the prompts are tokenised and padded once and the baseline passes run
   once; candidates are scored in the published filter order and a candidate is not scored further once it fails
   (layer filter → KL on harmless → steering on harmless → ablation on harmful, the last only to rank survivors;
-  skipped scores are NaN and the reason says "not scored"); the steering pass reuses the unablated hidden state at
+  skipped scores are NaN and the reason says "not scored"); the KL of a candidate stops once its lower bound
+  Σ_{prompts scored} KL / n exceeds the threshold (per-prompt KL ≥ 0, so it has failed exactly; ``kl`` then holds
+  that bound and ``kl_prompts`` says over how many of the n prompts); the steering pass reuses the unablated hidden state at
   the output of block l (blocks 0…l are unchanged by an addition after block l, so it is exact) and runs only
   blocks l+1…; ``candidate_batch`` > 1 stacks that many candidates in one forward (each replica of the batch with
   its own direction — equal up to float rounding of the larger matmuls). Ablation at every layer changes every
@@ -74,6 +76,7 @@ class Candidate:
     passed: bool
     reason: str = ""
     failed: list[str] = field(default_factory=list)
+    kl_prompts: int | None = None  # harmless prompts scored for ``kl``; fewer than all: ``kl`` is a lower bound
 
 
 @dataclass
@@ -284,13 +287,18 @@ def _hidden_states(model: Model, b: Batch, layers: list[int]) -> tuple[dict[int,
 
 def _reason(c: Candidate, cfg: dict) -> str:
     words = {"nonfinite": "zero or non-finite direction", "layer": f"layer ≥ {cfg['layer_limit']} (last {1 - cfg['max_layer_frac']:.0%} pruned)",
-             "kl": f"KL {c.kl:.3g} > {cfg['kl_threshold']}", "steering": f"steering score {c.steering_score:.3g} ≤ {cfg['steering_threshold']}",
+             "kl": f"KL {c.kl:.3g} > {cfg['kl_threshold']}" if not _kl_partial(c, cfg) else
+             f"KL ≥ {c.kl:.3g} > {cfg['kl_threshold']} (stopped after {c.kl_prompts} of {cfg['n_harmless']} prompts)", "steering": f"steering score {c.steering_score:.3g} ≤ {cfg['steering_threshold']}",
              "nan": "a score is NaN"}
     parts = [words[f] for f in c.failed]
     missing = [n for n, v in (("KL", c.kl), ("steering", c.steering_score), ("ablation", c.ablation_score)) if v != v]
     if missing and "nonfinite" not in c.failed and "nan" not in c.failed:
         parts.append(f"{', '.join(missing)} not scored")
     return "; ".join(parts)
+
+
+def _kl_partial(c: Candidate, cfg: dict) -> bool:
+    return c.kl_prompts is not None and c.kl_prompts < cfg["n_harmless"]
 
 
 def _judge(c: Candidate, cfg: dict, complete: bool) -> None:
@@ -415,6 +423,7 @@ def _naive(model, table, vec, harmful, harmless, tokens, cfg, disable) -> dict:
         with ablate(model, v):
             c.ablation_score = token_set_logodds(last_logprobs(model, harmful, **kw), tokens).mean().item()
             c.kl = kl_divergence(base_harmless, last_logprobs(model, harmless, **kw)).mean().item()
+            c.kl_prompts = len(harmless)
         with steer(model, v, layers=[c.layer], alpha=cfg["steer_alpha"]):
             c.steering_score = token_set_logodds(last_logprobs(model, harmless, **kw), tokens).mean().item()
     return {"summary": summary}
@@ -436,12 +445,38 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
         for i in range(0, len(cs), K):
             yield cs[i : i + K]
 
-    def score_kl(cs: list[Candidate]) -> None:
-        for group in chunks(cs):
-            with _ablate_rows(model, [vec[(c.layer, c.pos)] for c in group]):
-                lp = _scores(model, P_harmless, len(group))  # [k, n, V]
-            for c, q in zip(group, lp):
-                c.kl = kl_divergence(base_harmless, q).mean().item()
+    kl_sum: dict[int, float] = {}  # id(candidate) → Σ KL over the harmless batches scored so far
+    kl_prompts = [0]  # kl_prompts[i]: harmless prompts in the first i batches
+    for b in P_harmless.batches:
+        kl_prompts.append(kl_prompts[-1] + len(b.index))
+    kl_next: dict[int, int] = {}  # id(candidate) → index of the next harmless batch to score
+
+    def score_kl(cs: list[Candidate], stop: float | None) -> None:
+        """KL(base ‖ ablated) over the harmless batches, resuming where a candidate stopped. Per-prompt KL is ≥ 0,
+        so Σ over the batches scored / n is a lower bound of the mean: with ``stop`` set, a candidate is not scored
+        further once that bound exceeds ``stop`` (+ 1e-6 for float rounding) — it has failed the filter exactly —
+        and keeps the bound as ``kl`` (``kl_prompts`` < n)."""
+        n, nb = P_harmless.n, len(P_harmless.batches)
+        by_start: dict[int, list[Candidate]] = {}
+        for c in cs:
+            if kl_next.get(id(c), 0) < nb:
+                by_start.setdefault(kl_next.get(id(c), 0), []).append(c)
+        unfinished: list[Candidate] = []  # candidates whose group was left early because others in it stopped
+        for start, same in by_start.items():
+            for group in chunks(same):
+                with _ablate_rows(model, [vec[(c.layer, c.pos)] for c in group]):  # replica k ablates candidate k
+                    for bi in range(start, nb):
+                        b = P_harmless.batches[bi]
+                        lp = _forward_last(model, b, len(group))  # [k, B, V]
+                        for c, q in zip(group, lp):
+                            kl_sum[id(c)] = kl_sum.get(id(c), 0.0) + kl_divergence(base_harmless[b.index], q).sum().item()
+                            kl_next[id(c)] = bi + 1
+                            c.kl, c.kl_prompts = kl_sum[id(c)] / n, kl_prompts[bi + 1]
+                        if stop is not None and any(c.kl > stop + 1e-6 for c in group):
+                            unfinished += [c for c in group if not c.kl > stop + 1e-6 and bi + 1 < nb]
+                            break
+        if unfinished:
+            score_kl(unfinished, stop)
 
     def score_ablation(cs: list[Candidate]) -> None:
         for group in chunks(cs):
@@ -479,7 +514,7 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
     # 1. KL on harmless for every candidate below the depth limit; 2. steering for those within the KL filter;
     # 3. ablation on harmful for those that also induce refusal (the ranking score)
     kl_t, st_t = cfg["kl_threshold"], cfg["steering_threshold"]
-    score_kl(live)
+    score_kl(live, kl_t if early_stop else None)
     bar.update(len(live) // 3)
     st = [c for c in live if not early_stop or (c.kl <= kl_t and c.layer < limit)]
     score_steering(st)
@@ -495,6 +530,7 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
         ok = [c for c in live if c.layer < limit and c.kl == c.kl]
         t = kl_t
         while ok and t <= 10.0:
+            score_kl([c for c in ok if _kl_partial(c, cfg) and c.kl <= t], t)  # finish a stopped KL only if it may be ≤ t
             admitted = [c for c in ok if c.kl <= t]
             score_steering([c for c in admitted if c.steering_score != c.steering_score])
             induce = [c for c in admitted if c.steering_score > st_t]

@@ -104,6 +104,40 @@ def test_the_published_filters_on_a_fully_scored_table(llama, cands):
     assert cheap.best.layer == sel.best.layer and cheap.best.pos == sel.best.pos
 
 
+def test_the_kl_stops_exactly_once_its_lower_bound_fails(llama, cands):
+    """Per-prompt KL ≥ 0, so Σ over the batches scored / n bounds the mean from below: the cheap sweep stops a
+    candidate's KL once that bound exceeds the threshold. Same selection and the same failures as the naive loop,
+    the bound never above the full KL, and the relaxed-KL fallback (which must finish stopped KLs) unchanged."""
+    toks = refusal_tokens(llama.tokenizer)
+    naive = _naive(llama, cands, kl_threshold=float("inf"), batch_size=2)
+    limit = naive.config["layer_limit"]
+    below = sorted((c for c in naive.table if c.layer < limit), key=lambda c: c.kl)
+    kl_t = below[len(below) // 3].kl  # two thirds fail KL
+    nk = _by_key(naive)
+    cheap = select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, kl_threshold=kl_t, steering_threshold=-1e9, batch_size=2)
+    n = len(HARMLESS)
+    stopped = [c for c in cheap.table if c.kl_prompts is not None and c.kl_prompts < n]
+    assert stopped, "no KL stopped early: the test does not exercise the bound"
+    for key, c in _by_key(cheap).items():
+        full = nk[key].kl
+        if c.layer >= limit:
+            continue
+        assert (c.kl > kl_t) == (full > kl_t), key  # the same candidates fail KL
+        if c.kl_prompts < n:
+            assert kl_t < c.kl <= full + 1e-9 and "stopped after" in c.reason
+        else:
+            assert c.kl == pytest.approx(full, abs=1e-6)
+    want = min((c for c in naive.table if c.layer < limit and c.kl <= kl_t), key=lambda c: c.ablation_score)
+    assert (cheap.best.layer, cheap.best.pos) == (want.layer, want.pos)
+    # nothing passes at a tiny threshold: the fallback finishes stopped KLs as the relaxed threshold admits them
+    fb = select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, kl_threshold=1e-9, steering_threshold=-1e9,
+                          fallback="relaxed_kl", batch_size=2)
+    r_want, t = _naive(llama, cands, kl_threshold=1e-9, steering_threshold=-1e9, batch_size=2).relaxed()
+    got = fb.exploratory["candidate"]
+    assert (got.layer, got.pos) == (r_want.layer, r_want.pos) and fb.exploratory["kl_threshold"] == pytest.approx(t)
+    assert got.kl == pytest.approx(r_want.kl, abs=1e-6) and got.kl_prompts == n
+
+
 def test_nothing_passes_is_said_and_the_fallback_is_exploratory(llama, cands):
     toks = refusal_tokens(llama.tokenizer)
     sel = select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, kl_threshold=1e-9, steering_threshold=-1e9)

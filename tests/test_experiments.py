@@ -106,3 +106,18 @@ def test_narrow_vs_general_claims_need_matched_fit_and_pair_stability_over_seeds
     assert stab.test.startswith("paired bootstrap over seeds") and stab.verdict == stats.YES and "n = 5 seeds" in stab.evidence
     few = next(c for c in narrow_general.claims(_em(), _solutions([-5.0, 4.0, -1.0])) if "more stable" in c.text)
     assert few.verdict == stats.UNDERPOWERED  # 3 seeds, CI spans 0: below the 5-seed floor
+
+
+def test_em_questions_per_domain_keeps_every_domain_in_file_order():
+    from interp.io import InputError
+    from probes import datasets
+
+    every = datasets.load("em_questions")
+    domains = {q["domain"] for q in every}
+    assert narrow_general.em_questions(None) == every
+    few = narrow_general.em_questions(2)
+    assert len(few) == 2 * len(domains) and {q["domain"] for q in few} == domains
+    for d in domains:  # the first two of each domain, in file order
+        assert [q["id"] for q in few if q["domain"] == d] == [q["id"] for q in every if q["domain"] == d][:2]
+    with pytest.raises(InputError, match="questions_per_domain"):
+        narrow_general.em_questions(0)
