@@ -62,8 +62,11 @@ def forward_tokens_per_s(model_name: str, repeats: int = 3) -> float:
 
 def profile(out: Path) -> dict:
     """Per-stage wall times of a finished run (``run.json``) and the organism build's per-step times."""
-    run = json.loads((out / "run.json").read_text())
-    prof: dict = {"stages_s": run.get("wall_s", {})}
+    if (out / "run.json").is_file():
+        prof: dict = {"stages_s": json.loads((out / "run.json").read_text()).get("wall_s", {})}
+    else:  # a run stopped part-way: the stages it finished
+        prof = {"stages_s": {f.stem: json.loads(f.read_text()).get("wall_s") for f in sorted((out / "stages").glob("*.json"))}
+                if (out / "stages").is_dir() else {}, "finished": False}
     stage1 = out / "stages" / "1_aligned.json"
     if stage1.is_file():
         res = json.loads(stage1.read_text()).get("result", {})
@@ -75,10 +78,18 @@ def profile(out: Path) -> dict:
     return prof
 
 
-def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict, timeout: float | None = None) -> float:
+    """Wall seconds of ``cmd``; a failure or, with ``timeout``, a run past it (its process group killed) raises
+    SystemExit naming it."""
     print("$", " ".join(cmd), flush=True)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        raise SystemExit(f"{' '.join(cmd)} still running after {timeout:.0f} s: stopped") from None
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
     return round(time.perf_counter() - t, 1)
@@ -92,6 +103,7 @@ def main() -> None:
     ap.add_argument("--fresh-clone", action="store_true", help="first_demo_s = `make demo` in a fresh clone (set-up included)")
     ap.add_argument("--model", default=None, help="the model for the forward baseline (default: the preset's)")
     ap.add_argument("--keep", default=None, help="keep the run folders (first / cached / paper) and their em-interp cache under this folder")
+    ap.add_argument("--paper-timeout", type=float, default=None, help="stop the paper run after this many seconds (recorded as paper_error)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
@@ -112,7 +124,11 @@ def main() -> None:
         result["quick_cached_s"] = timed([*cli, "reproduce", "--preset", args.demo_preset, "--out", str(work / "cached")], ROOT, env)
         result["quick_cached"] = profile(work / "cached")
         if not args.skip_paper:
-            result["paper_cached_s"] = timed([*cli, "reproduce", "--preset", args.paper_preset, "--out", str(work / "paper")], ROOT, env)
+            try:
+                result["paper_cached_s"] = timed([*cli, "reproduce", "--preset", args.paper_preset, "--out", str(work / "paper")], ROOT, env,
+                                                 timeout=args.paper_timeout)
+            except SystemExit as e:  # keep the demo figures and the stages the paper run finished
+                result["paper_error"] = str(e)
             result["paper_cached"] = profile(work / "paper")
         model = args.model or _preset_model(args.demo_preset)
         os.environ["EM_INTERP_CACHE"] = env["EM_INTERP_CACHE"]  # the converted model is in the run's cache
@@ -123,7 +139,7 @@ def main() -> None:
                 result[key.replace("_s", "_per_budget")] = result[key] / budget
                 result[key.replace("_s", "_forward_ktokens")] = result[key] * tps / 1000.0  # the job in thousands of forward tokens
         result["budgets_s"] = {k: v for k, v in BUDGETS.items() if k in result}
-        result["meets_budgets"] = all(result[k] <= v for k, v in result["budgets_s"].items())
+        result["meets_budgets"] = all(result[k] <= v for k, v in result["budgets_s"].items()) and "paper_error" not in result
     finally:
         if args.keep:
             keep = Path(args.keep)
