@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--fresh-clone", action="store_true", help="first_demo_s = `make demo` in a fresh clone (set-up included)")
     ap.add_argument("--model", default=None, help="the model for the forward baseline (default: the preset's)")
     ap.add_argument("--keep", default=None, help="keep the run folders (first / cached / paper) and their em-interp cache under this folder")
+    ap.add_argument("--paper-from", nargs=2, metavar=("RESULT_JSON", "RUN_DIR"), default=None,
+                    help="take paper_cached_s from an earlier result of this script and its kept paper run folder, instead of "
+                         "running it again; refused unless every stage key of that run equals the current paper preset's")
     ap.add_argument("--paper-timeout", type=float, default=None, help="stop the paper run after this many seconds (recorded as paper_error)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
@@ -110,7 +113,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="em-interp-pipeline-"))
     env = {**os.environ, "EM_INTERP_CACHE": str(work / "cache")}
     result: dict = {"workload": {"demo_preset": args.demo_preset, "paper_preset": None if args.skip_paper else args.paper_preset,
-                                 "fresh_clone": args.fresh_clone}}
+                                 "fresh_clone": args.fresh_clone}, "commit": _commit()}
+    earlier = reused_paper(args.paper_preset, *args.paper_from) if args.paper_from else None
     try:
         cli = [sys.executable, "-m", _cli_module()]
         if args.fresh_clone:  # make demo exactly as a user runs it: clone, set up, run (the cache still empty)
@@ -123,7 +127,9 @@ def main() -> None:
         result["first_demo"] = profile(work / "first")
         result["quick_cached_s"] = timed([*cli, "reproduce", "--preset", args.demo_preset, "--out", str(work / "cached")], ROOT, env)
         result["quick_cached"] = profile(work / "cached")
-        if not args.skip_paper:
+        if earlier is not None:
+            result.update(earlier)
+        elif not args.skip_paper:
             try:
                 result["paper_cached_s"] = timed([*cli, "reproduce", "--preset", args.paper_preset, "--out", str(work / "paper")], ROOT, env,
                                                  timeout=args.paper_timeout)
@@ -149,6 +155,41 @@ def main() -> None:
                     shutil.move(str(work / name), str(keep / name))
         shutil.rmtree(work, ignore_errors=True)
     _common.finish(args.out, result)
+
+
+def reused_paper(preset: str, result_json: str, run_dir: str) -> dict:
+    """``paper_cached_s`` / ``paper_cached`` of an earlier result, with ``paper_source`` saying where they come from.
+    Raises SystemExit unless the run folder holds every stage and each stage's key (its complete config, model,
+    seed and dependencies' keys: :func:`experiments.runner.stage_key`) equals the one the current ``preset`` gives —
+    the same configs were run; the code it ran is the earlier result's ``commit``."""
+    from experiments.pipeline import STAGES
+    from experiments.presets import get
+    from experiments.runner import stage_key
+
+    earlier = json.loads(Path(result_json).read_text())
+    if "paper_cached_s" not in earlier:
+        raise SystemExit(f"{result_json}: no paper_cached_s to reuse")
+    p, keys = get(preset), {}
+    for spec in STAGES:
+        if spec.name == "5b_em_judge" and not p.judge.judge:
+            continue
+        f = Path(run_dir) / "stages" / f"{spec.name}.json"
+        if not f.is_file():
+            raise SystemExit(f"{run_dir}: stage {spec.name} missing")
+        keys[spec.name], _ = stage_key(getattr(p, spec.config), model=p.model, seed=p.seed, after={a: keys[a] for a in spec.after})
+        got = json.loads(f.read_text()).get("hash")
+        if got != keys[spec.name]:
+            raise SystemExit(f"{run_dir}: stage {spec.name} ran another config (key {got}, the {preset} preset's is {keys[spec.name]})")
+    return {"paper_cached_s": earlier["paper_cached_s"], "paper_cached": earlier.get("paper_cached"),
+            "paper_source": {"result": Path(result_json).name, "commit": earlier.get("commit"), "stage_keys": keys,
+                             "note": "measured by an earlier run of this script; every stage key equals the current preset's"}}
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _cli_module() -> str:

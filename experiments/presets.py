@@ -3,7 +3,8 @@
 - ``smoke``: the tests' tiny random model, every stage at minimal size (a tiny random model refuses nothing, so the
   refusal-score filter is off);
 - ``quick``: a demonstration on the embedded SmolLM2 (the first ``make demo`` ≤ 15 min on 2 cores, organism build
-  included); its verdicts are underpowered (4 held-out prompts per cell, every 4th layer swept, 30 EM questions);
+  included); its verdicts are underpowered (4 held-out prompts per cell, every 4th layer swept, one unlearned
+  concept, 25 EM questions);
 - ``paper``: the powered run — all 7 domains × 32 held-out prompts per class (the whole test split), Arditi's full
   sweep (every layer below 80 % depth, every post-instruction position, selection on 32 validation prompts per
   domain and class), unlearning until ≤ 25 % target refusal, the matched-fit narrow solution, ≥ 5 paired
@@ -60,17 +61,18 @@ SMOKE = Preset(
 
 # quick: sized so that the first `make demo` (organism build included) fits 15 min on a 2-core CPU (≈ 900 prompt
 # tokens/s batched): 8 train / 3 validation / 4 held-out prompts per domain and class, every 4th layer below 80 %
-# depth swept, 12 generated tokens (the refusal phrases open the answer), 15 unlearning steps, 30 general / ≤ 60
-# narrow EM steps, 6 EM questions per question domain (30 of 68), 3 stability seeds — every verdict underpowered
+# depth swept, 12 generated tokens (the refusal phrases open the answer), one unlearned concept (Cybersecurity; the
+# paper preset also unlearns Safety) with a 15-step budget, 24 general / ≤ 48 narrow EM steps, 5 EM questions per
+# question domain (25 of 68), 3 stability seeds — every verdict underpowered
 QUICK = Preset(
     organism=organism.Config(eval_per_domain=12),
     refusal=refusal_direction.Config(train_per_domain=8, val_per_domain=3, eval_per_domain=4, sweep_stride=4, gen_tokens=12),
     concepts=unlearning.ConceptsConfig(per_domain=12),
-    unlearn=unlearning.UnlearnConfig(train_prompts=24, stop_per_domain=6, eval_every=5, max_steps=15, eval_max_new_tokens=12,
-                                     retain_batch=2, eval_per_domain=4, gen_tokens=12),
-    organisms=ng.OrganismsConfig(limit=128, max_steps=30, narrow_max_steps=60, kl_batch=2, direction_pairs=32, sweep_stride=4,
-                                 sweep_limit=6, questions_per_domain=6),
-    solutions=ng.SolutionsConfig(limit=8, seeds=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
+    unlearn=unlearning.UnlearnConfig(concepts=("cybersecurity",), train_prompts=24, stop_per_domain=6, eval_every=5, max_steps=15,
+                                     eval_max_new_tokens=12, retain_batch=2, eval_per_domain=4, gen_tokens=12),
+    organisms=ng.OrganismsConfig(limit=128, max_steps=24, narrow_max_steps=48, kl_batch=2, matched_eval_every=4, direction_pairs=32,
+                                 sweep_stride=4, sweep_limit=6, questions_per_domain=5),
+    solutions=ng.SolutionsConfig(limit=6, seeds=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
 )
 
 FULL = Preset(

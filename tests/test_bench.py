@@ -56,3 +56,44 @@ def test_rounds_rotate_so_no_condition_always_runs_last():
     calls = []
     med, times = _common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
     assert calls == ["a", "b", "a", "b", "b", "a"] and set(med) == {"a", "b"} and all(len(v) == 2 for v in times.values())
+
+
+def test_pipeline_reuses_an_earlier_paper_figure_only_for_the_same_stage_configs(tmp_path):
+    """`bench/pipeline.py --paper-from`: the earlier paper figure is taken only when every stage key of the kept
+    run folder equals the current preset's; one changed field (or a missing stage) refuses."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import pipeline as bench_pipeline
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from dataclasses import replace
+
+    from experiments.pipeline import STAGES
+    from experiments.presets import get
+    from experiments.runner import stage_key
+
+    def write_run(preset, run):
+        keys = {}
+        for spec in STAGES:
+            if spec.name == "5b_em_judge":
+                continue
+            keys[spec.name], _ = stage_key(getattr(preset, spec.config), model=preset.model, seed=preset.seed,
+                                           after={a: keys[a] for a in spec.after})
+            (run / "stages").mkdir(parents=True, exist_ok=True)
+            (run / "stages" / f"{spec.name}.json").write_text(json.dumps({"hash": keys[spec.name], "wall_s": 1.0}))
+        return keys
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"paper_cached_s": 123.4, "paper_cached": {"stages_s": {}}, "commit": "abc1234"}))
+    same = tmp_path / "same"
+    keys = write_run(get("smoke"), same)
+    got = bench_pipeline.reused_paper("smoke", str(earlier), str(same))
+    assert got["paper_cached_s"] == 123.4 and got["paper_source"]["commit"] == "abc1234" and got["paper_source"]["stage_keys"] == keys
+    other = tmp_path / "other"
+    p = get("smoke")
+    write_run(replace(p, unlearn=replace(p.unlearn, max_steps=p.unlearn.max_steps + 1)), other)
+    with pytest.raises(SystemExit, match="4_unlearning ran another config"):
+        bench_pipeline.reused_paper("smoke", str(earlier), str(other))
+    (same / "stages" / "6_solutions.json").unlink()
+    with pytest.raises(SystemExit, match="6_solutions missing"):
+        bench_pipeline.reused_paper("smoke", str(earlier), str(same))
