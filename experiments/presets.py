@@ -88,13 +88,15 @@ FULL = Preset(
 # paper: every domain × all 32 held-out prompts per class (the test split), the full Arditi sweep (stride 1, every
 # post-instruction position, 32 validation prompts per domain and class); unlearning and EM sizes as `full`, cut
 # where a 2-core CPU needs it (16 generated tokens: the refusal phrases open the answer; one EM set, 160 training
-# rows, 60 general steps and a 120-step budget for the matched narrow run). Its wall time is not measured yet.
+# rows, 60 general steps and a 120-step budget for the matched narrow run). Unlearning: the stopping rule measured
+# every 2 steps (every 10, the "+retain" run crossed ≤ 25 % at 0.00 where the plain run crossed at 0.22: not an
+# equal drop) and 16 retain prompts per other domain (2 gave a retain set of 12 sequences). Measured: ≈ 35 min.
 PAPER = Preset(
     organism=organism.Config(eval_per_domain=12),
     refusal=refusal_direction.Config(train_per_domain=32, val_per_domain=32, eval_per_domain=32, sweep_stride=1, gen_tokens=16),
     concepts=unlearning.ConceptsConfig(per_domain=32),
-    unlearn=unlearning.UnlearnConfig(train_prompts=96, stop_per_domain=32, eval_every=10, max_steps=60, retain_batch=2,
-                                     eval_per_domain=32, gen_tokens=16),
+    unlearn=unlearning.UnlearnConfig(train_prompts=96, retain_per_domain=16, stop_per_domain=32, eval_every=2, max_steps=60,
+                                     retain_batch=2, eval_per_domain=32, gen_tokens=16),
     organisms=ng.OrganismsConfig(limit=160, max_steps=60, narrow_max_steps=120, kl_batch=2, matched_eval_every=10, heldout=32,
                                  direction_pairs=120, sweep_stride=1),
     solutions=ng.SolutionsConfig(limit=24, seeds=5, norm_factors=(0.0, 0.5, 1.0, 1.5, 2.0), eps=(0.01, 0.1, 0.25, 0.5, 1.0)),
