@@ -97,3 +97,15 @@ def test_pipeline_reuses_an_earlier_paper_figure_only_for_the_same_stage_configs
     (same / "stages" / "6_solutions.json").unlink()
     with pytest.raises(SystemExit, match="6_solutions missing"):
         bench_pipeline.reused_paper("smoke", str(earlier), str(same))
+
+
+def test_readme_timing_table_matches_the_committed_pipeline_figures():
+    """Issue 18: the README's timing row is bench/results/pipeline.json's top-level numbers (rounded to seconds)."""
+    import re
+
+    res = json.loads((ROOT / "bench" / "results" / "pipeline.json").read_text())
+    row = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("| **all** (`first_demo_s`"))
+    got = [float(x) for x in re.findall(r"\*\*(\d+) s = ", row)]
+    want = [round(res[k]) for k in ("first_demo_s", "quick_cached_s", "paper_cached_s")]
+    assert got == want, (got, want)
+    assert res["meets_budgets"] is True and all(res[k] <= res["budgets_s"][k] for k in res["budgets_s"])
