@@ -14,7 +14,7 @@ The baseline measured in the same run is a plain forward pass of ``--model``'s f
 prompt batch (``forward_tokens_per_s``): ``*_per_budget`` ratios are wall / budget (< 1 meets the goal), and
 ``*_forward_ktokens`` say how many thousand prompt tokens of plain forward each job costs (comparable across machines).
 
-    python bench/pipeline.py                                    # smoke-sized: every figure is the smoke preset
+    python bench/pipeline.py                                    # smoke-sized (make bench) → bench/results/pipeline_smoke.json
     python bench/pipeline.py --demo-preset quick --paper-preset paper --fresh-clone   # the committed figures
 """
 
@@ -107,8 +107,10 @@ def main() -> None:
                     help="take paper_cached_s from an earlier result of this script and its kept paper run folder, instead of "
                          "running it again; refused unless every stage key of that run equals the current paper preset's")
     ap.add_argument("--paper-timeout", type=float, default=None, help="stop the paper run after this many seconds (recorded as paper_error)")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=None, help="result file (default: bench/results/pipeline.json for a real preset, "
+                                                "bench/results/pipeline_smoke.json for the smoke default)")
     args = ap.parse_args()
+    args.out = args.out or str(default_out(args.demo_preset, None if args.skip_paper else args.paper_preset))
 
     work = Path(tempfile.mkdtemp(prefix="em-interp-pipeline-"))
     env = {**os.environ, "EM_INTERP_CACHE": str(work / "cache")}
@@ -155,6 +157,13 @@ def main() -> None:
                     shutil.move(str(work / name), str(keep / name))
         shutil.rmtree(work, ignore_errors=True)
     _common.finish(args.out, result)
+
+
+def default_out(demo_preset: str, paper_preset: str | None) -> Path:
+    """Where the result goes by default: the committed ``pipeline.json`` only for a real workload — the smoke
+    default (``make bench``) must never overwrite the committed SmolLM2 figures, so it writes ``pipeline_smoke.json``."""
+    smoke = demo_preset == "smoke" and paper_preset in (None, "smoke")
+    return RESULTS.with_name("pipeline_smoke.json") if smoke else RESULTS
 
 
 def reused_paper(preset: str, result_json: str, run_dir: str) -> dict:

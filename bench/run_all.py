@@ -18,7 +18,9 @@ def main() -> int:
         if subprocess.run([sys.executable, str(script)]).returncode != 0:
             failed.append(script.name)
             continue
-        result = json.loads((HERE / "results" / f"{script.stem}.json").read_text())
+        # a script may write a smoke-sized result beside the committed one (pipeline.py): read the newer
+        files = [f for f in (HERE / "results" / f"{script.stem}.json", HERE / "results" / f"{script.stem}_smoke.json") if f.is_file()]
+        result = json.loads(max(files, key=lambda f: f.stat().st_mtime).read_text())
         rows += [(script.stem, k, v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     print(f"\n{'benchmark':<14} {'ratio':<32} {'value':>8}")
     for bench, key, value in rows:

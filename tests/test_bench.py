@@ -109,3 +109,15 @@ def test_readme_timing_table_matches_the_committed_pipeline_figures():
     want = [round(res[k]) for k in ("first_demo_s", "quick_cached_s", "paper_cached_s")]
     assert got == want, (got, want)
     assert res["meets_budgets"] is True and all(res[k] <= res["budgets_s"][k] for k in res["budgets_s"])
+
+
+def test_make_bench_smoke_pipeline_never_overwrites_the_committed_figures():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import pipeline as bench_pipeline
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert bench_pipeline.default_out("smoke", "smoke").name == "pipeline_smoke.json"
+    assert bench_pipeline.default_out("smoke", None).name == "pipeline_smoke.json"
+    assert bench_pipeline.default_out("quick", "paper") == ROOT / "bench" / "results" / "pipeline.json"
+    assert bench_pipeline.default_out("quick", None) == ROOT / "bench" / "results" / "pipeline.json"
