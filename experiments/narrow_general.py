@@ -28,6 +28,7 @@ import torch
 
 from figures import plots
 from interp.interventions import ablate, steer
+from interp.io import InputError
 from interp.models import Model
 from probes import datasets
 from probes.em_direction import contrast_set_direction
@@ -182,8 +183,6 @@ def em_questions(per_domain: int | None = None) -> list[dict]:
     if per_domain is None:
         return qs
     if per_domain < 1:
-        from interp.io import InputError
-
         raise InputError(f"organisms.questions_per_domain must be ≥ 1 or None, got {per_domain}")
     seen: dict[str, int] = {}
     out = []
@@ -225,8 +224,6 @@ def run_organisms(base: Model, aligned: Model, config: OrganismsConfig, out: str
     res = OrganismsResult()
     for k, name in enumerate(config.sets):
         if name not in EM_SETS:
-            from interp.io import InputError
-
             raise InputError(f"unknown EM data set {name!r}; choose from {', '.join(EM_SETS)}")
         _, domain = EM_SETS[name]
         tag = "" if k == 0 else f"_{name}"

@@ -288,7 +288,8 @@ def _hidden_states(model: Model, b: Batch, layers: list[int]) -> tuple[dict[int,
 def _reason(c: Candidate, cfg: dict) -> str:
     words = {"nonfinite": "zero or non-finite direction", "layer": f"layer ≥ {cfg['layer_limit']} (last {1 - cfg['max_layer_frac']:.0%} pruned)",
              "kl": f"KL {c.kl:.3g} > {cfg['kl_threshold']}" if not _kl_partial(c, cfg) else
-             f"KL ≥ {c.kl:.3g} > {cfg['kl_threshold']} (stopped after {c.kl_prompts} of {cfg['n_harmless']} prompts)", "steering": f"steering score {c.steering_score:.3g} ≤ {cfg['steering_threshold']}",
+             f"KL ≥ {c.kl:.3g} > {cfg['kl_threshold']} (stopped after {c.kl_prompts} of {cfg['n_harmless']} prompts)",
+             "steering": f"steering score {c.steering_score:.3g} ≤ {cfg['steering_threshold']}",
              "nan": "a score is NaN"}
     parts = [words[f] for f in c.failed]
     missing = [n for n, v in (("KL", c.kl), ("steering", c.steering_score), ("ablation", c.ablation_score)) if v != v]
