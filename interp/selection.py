@@ -526,15 +526,18 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
     bar.close()
 
     def lazy() -> dict | None:
-        """Selection.relaxed() computed over an early-stopped table: steering and ablation scores are computed
-        for the candidates each relaxed threshold admits, in increasing KL order, until one passes."""
+        """Selection.relaxed() computed over an early-stopped table, threshold by threshold until one admits a
+        candidate: steering first for every candidate whose KL (or KL bound) may be ≤ t, then the stopped KLs
+        finished only for those that induce refusal — a candidate with steering ≤ the threshold is never admitted,
+        whatever its KL — then ablation for the admitted. Same candidate as relaxed() on a fully scored table."""
         ok = [c for c in live if c.layer < limit and c.kl == c.kl]
         t = kl_t
         while ok and t <= 10.0:
-            score_kl([c for c in ok if _kl_partial(c, cfg) and c.kl <= t], t)  # finish a stopped KL only if it may be ≤ t
-            admitted = [c for c in ok if c.kl <= t]
-            score_steering([c for c in admitted if c.steering_score != c.steering_score])
-            induce = [c for c in admitted if c.steering_score > st_t]
+            maybe = [c for c in ok if c.kl <= t]  # a finished KL ≤ t, or a stopped one whose bound is ≤ t
+            score_steering([c for c in maybe if c.steering_score != c.steering_score])
+            steer = [c for c in maybe if c.steering_score > st_t]
+            score_kl([c for c in steer if _kl_partial(c, cfg)], t)  # stops again once the bound exceeds t
+            induce = [c for c in steer if c.kl <= t]
             score_ablation([c for c in induce if c.ablation_score != c.ablation_score])
             if induce:
                 return {"candidate": min(induce, key=lambda c: c.ablation_score), "kl_threshold": t, "label": EXPLORATORY}

@@ -136,6 +136,17 @@ def test_the_kl_stops_exactly_once_its_lower_bound_fails(llama, cands):
     got = fb.exploratory["candidate"]
     assert (got.layer, got.pos) == (r_want.layer, r_want.pos) and fb.exploratory["kl_threshold"] == pytest.approx(t)
     assert got.kl == pytest.approx(r_want.kl, abs=1e-6) and got.kl_prompts == n
+    # with a real steering filter the fallback scores steering first and finishes only the KLs of candidates that
+    # induce refusal: the same exploratory candidate, and the others' KLs stay stopped
+    scored = [c for c in naive.table if c.layer < limit]
+    st_t = sorted(c.steering_score for c in scored)[len(scored) // 2]
+    r_want, t = _naive(llama, cands, kl_threshold=1e-9, steering_threshold=st_t, batch_size=2).relaxed()
+    fb = select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, kl_threshold=1e-9, steering_threshold=st_t,
+                          fallback="relaxed_kl", batch_size=2)
+    got = fb.exploratory["candidate"]
+    assert (got.layer, got.pos) == (r_want.layer, r_want.pos) and fb.exploratory["kl_threshold"] == pytest.approx(t)
+    left = [c for c in fb.table if c.layer < limit and c.steering_score == c.steering_score and c.steering_score <= st_t]
+    assert left and all(c.kl_prompts < n for c in left if c.kl > 1e-9), "steering-first did not skip any KL"
 
 
 def test_nothing_passes_is_said_and_the_fallback_is_exploratory(llama, cands):
