@@ -62,6 +62,7 @@ def generate(
     seed: int = 0,
     return_ids: bool = False,
     return_first_logprobs: bool = False,
+    suppress_first: Sequence[int] = (),
     progress: bool | None = None,
     desc: str = "generate",
 ) -> list[str] | list[list[int]] | tuple[list, torch.Tensor]:
@@ -74,6 +75,10 @@ def generate(
     ``return_first_logprobs=True`` also returns the raw next-token log-probabilities at the last prompt position,
     ``[n_items, vocab]`` float32 — the distribution :func:`interp.logits.last_logprobs` computes, taken from the
     prefill ``generate`` runs anyway, so a refusal score costs no second pass over the prompts.
+
+    ``suppress_first``: token ids that may not be the *first* generated token (transformers'
+    ``begin_suppress_tokens``; later tokens are unconstrained) — e.g. the model's own answer that does not open
+    with a refusal token. The first log-probabilities returned are the raw, unsuppressed ones.
 
     ``progress`` / ``desc``: a progress bar over the batches saying what is generated (:mod:`interp.progress`).
     """
@@ -91,6 +96,8 @@ def generate(
     for batch in bar(batches, desc=f"{desc} ({len(items)} prompts, ≤ {max_new_tokens} tokens)", progress=progress, unit="batch"):
         kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, pad_token_id=tok.pad_token_id,
                       output_logits=return_first_logprobs, return_dict_in_generate=True)
+        if suppress_first:
+            kwargs["begin_suppress_tokens"] = [int(t) for t in suppress_first]
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

@@ -233,6 +233,21 @@ def test_bad_input(llama):
             pass
 
 
+def test_generate_suppress_first_bans_only_the_first_token(tiny):
+    """``suppress_first``: the greedy first token is replaced by the best one outside the set (the first
+    log-probabilities returned stay the raw ones); suppressing tokens that were never first changes nothing."""
+    plain, first = generate(tiny, PROMPTS, max_new_tokens=4, batch_size=3, return_ids=True, return_first_logprobs=True)
+    opened = sorted({ids[0] for ids in plain})
+    got, first2 = generate(tiny, PROMPTS, max_new_tokens=4, batch_size=3, return_ids=True, return_first_logprobs=True,
+                           suppress_first=opened)
+    masked = first.clone()
+    masked[:, opened] = -float("inf")
+    assert [ids[0] for ids in got] == masked.argmax(-1).tolist() and not any(ids[0] in opened for ids in got)
+    torch.testing.assert_close(first2, first)
+    unused = [t for t in range(first.shape[-1]) if t not in opened][:5]
+    assert generate(tiny, PROMPTS, max_new_tokens=4, batch_size=3, return_ids=True, suppress_first=unused) == plain
+
+
 def test_generate_first_logprobs_equal_a_separate_prompt_pass(tiny):
     """The refusal score taken from generate's prefill must be the last-prompt-position distribution, under
     padding (mixed lengths, batch < n) and under an active intervention."""

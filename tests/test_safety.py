@@ -82,3 +82,45 @@ def test_refusal_openers_are_dropped_from_harmless_targets(llama, monkeypatch):
     assert info["n_harmless_kept"] == 1 and info["n_harmless_dropped_openers"] == 1 and len(ts.examples) == 2
     with pytest.raises(InputError, match="refusal token set"):
         build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal)
+
+
+def test_suppressed_openers_keep_every_harmless_prompt(llama):
+    """``suppress_refusal_openers``: the harmless answers are generated with the refusal openers banned as first
+    token, so none is dropped for its opener (recipe v3 dropped 144 of SmolLM2's 262 answers to "I'm trying to …"
+    prompts, which made that phrasing a refusal cue) and none opens with one."""
+    from interp.generation import generate
+
+    data = SafetyData(["Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"], ["I'm sorry, I can't."], version="t-sup")
+    recipe = SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=True)
+    openers = sorted({ids[0] for ids in generate(llama, data.harmless, max_new_tokens=1, return_ids=True)})
+    _, info = build_examples(llama, data, recipe, _no_refusal, refusal_openers=openers)
+    assert info["n_harmless_dropped_openers"] == 3 and info["n_harmless_kept"] == 0  # v3: every answer dropped
+    sup = SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=True, suppress_refusal_openers=True)
+    ts, info = build_examples(llama, data, sup, _no_refusal, refusal_openers=openers)
+    assert info["n_harmless_dropped_openers"] == 0 and info["n_harmless_kept"] == 3 and len(ts.examples) == 4
+    for ex in ts.examples[1:]:
+        assert ex.ids[next(i for i, m in enumerate(ex.mask) if m > 0)] not in openers
+
+
+def test_recipe_layers_restrict_the_adapter_and_keep_earlier_cache_keys(llama, tmp_path):
+    """``SafetyRecipe.layers``: only the named blocks change when merged; the default ("all") leaves the cache key
+    of recipes built before the field existed unchanged, and a layer subset gets a key of its own."""
+    from training.safety import _key
+
+    data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?"],
+                      ["I'm sorry, I can't help with that."], version="t-layers")
+    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=1, batch_size=2, answer_tokens=4, max_length=120,
+                          drop_refusal_openers=False, layers=(1,))
+    before = {n: p.clone() for n, p in llama.hf.named_parameters()}
+    path, _ = safety_tune(llama, data, is_refusal=_no_refusal, recipe=recipe, out=tmp_path / "aligned")
+    changed = {n for n, p in load_model(str(path)).hf.named_parameters() if n in before and not torch.equal(before[n], p)}
+    assert changed and all(".layers.1." in n for n in changed), changed
+    default = SafetyRecipe()
+    assert _key(llama, data, default) != _key(llama, data, recipe)
+    import hashlib, json
+    from dataclasses import asdict
+    old = {k: v for k, v in asdict(default).items() if k not in ("layers", "suppress_refusal_openers")}  # the key before they existed
+    want = hashlib.sha256(json.dumps({"base": llama.name, "seed": llama.meta.get("seed"), "data": data.version, "n": [2, 2],
+                                      "recipe": old}, sort_keys=True).encode()).hexdigest()[:12]
+    assert _key(llama, data, default) == want
+    assert _key(llama, data, SafetyRecipe(suppress_refusal_openers=True)) != want

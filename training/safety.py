@@ -39,6 +39,7 @@ class SafetyRecipe:
     rank: int = 8
     alpha: float = 16.0
     target_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    layers: tuple | str = "all"  # the blocks that get the adapter ("all", or block indices)
     lr: float = 4e-4
     epochs: int = 2
     batch_size: int = 16
@@ -49,6 +50,8 @@ class SafetyRecipe:
     first_token_weight_harmless: float = 1.0
     seed: int = 0
     drop_refusal_openers: bool = True  # drop harmless answers whose first token opens a refusal (e.g. "I …")
+    suppress_refusal_openers: bool = False  # generate the harmless answers with the refusal openers banned as
+    # first token (the model's own answer that does not open like a refusal), so no prompt is dropped for its opener
     generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
 
@@ -64,8 +67,14 @@ class SafetyData:
 
 
 def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
+    spec = asdict(recipe)
+    for name, default in (("layers", "all"), ("suppress_refusal_openers", False)):  # fields added after recipe v3
+        if spec[name] == default:  # was built: their defaults keep earlier keys valid
+            del spec[name]
+    if "layers" in spec:
+        spec["layers"] = list(spec["layers"])
     h = hashlib.sha256(json.dumps({"base": model.name, "seed": model.meta.get("seed"), "data": data.version,
-                                   "n": [len(data.harmful), len(data.harmless)], "recipe": asdict(recipe)}, sort_keys=True).encode())
+                                   "n": [len(data.harmful), len(data.harmless)], "recipe": spec}, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
@@ -96,17 +105,22 @@ def _output_cache(kind: str, model: Model, payload: dict) -> Path:
 
 
 def own_answers(model: Model, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int = 64,
-                progress: bool | None = None) -> tuple[list[list[int]], bool]:
+                suppress_first: Sequence[int] = (), progress: bool | None = None) -> tuple[list[list[int]], bool]:
     """The model's own greedy answers (token ids, up to and including the end-of-turn token) to ``prompts``,
-    generated once per (weights, prompts, length, batch size) and cached in the user cache (issue 18: a recipe
-    change or a second organism build reuses them). Returns (answers, whether they came from the cache)."""
-    path = _output_cache("answers", model, {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "batch_size": batch_size})
+    generated once per (weights, prompts, length, batch size, first tokens suppressed) and cached in the user
+    cache (issue 18: a recipe change or a second organism build reuses them). ``suppress_first``: token ids the
+    answer may not open with (:func:`interp.generation.generate`). Returns (answers, whether they came from the
+    cache)."""
+    payload = {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    if suppress_first:
+        payload["suppress_first"] = sorted(int(t) for t in suppress_first)
+    path = _output_cache("answers", model, payload)
     if path.is_file():
         found = read_json(path, "cached answers")
         if isinstance(found, dict) and found.get("prompts") == list(prompts) and isinstance(found.get("answers"), list):
             return found["answers"], True
     answers = generate(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, return_ids=True,
-                       progress=progress, desc="safety: own answers to harmless prompts")
+                       suppress_first=suppress_first, progress=progress, desc="safety: own answers to harmless prompts")
     write_json(path, {"prompts": list(prompts), "answers": answers, "max_new_tokens": max_new_tokens, "base": model.name})
     return answers, False
 
@@ -121,15 +135,15 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
     if not data.harmful or not data.harmless or not data.refusals:
         raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
     t0 = time.time()
-    answers, cached = own_answers(model, data.harmless, max_new_tokens=recipe.answer_tokens,
-                                  batch_size=recipe.generation_batch_size, progress=progress)
+    openers = set(int(t) for t in refusal_openers)
+    if (recipe.drop_refusal_openers or recipe.suppress_refusal_openers) and not openers:
+        raise InputError("drop_refusal_openers / suppress_refusal_openers need the refusal token set (refusal_openers)")
+    answers, cached = own_answers(model, data.harmless, max_new_tokens=recipe.answer_tokens, batch_size=recipe.generation_batch_size,
+                                  suppress_first=sorted(openers) if recipe.suppress_refusal_openers else (), progress=progress)
     tok = model.tokenizer
     eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
               else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
     examples, dropped, dropped_openers = [], 0, 0
-    openers = set(int(t) for t in refusal_openers)
-    if recipe.drop_refusal_openers and not openers:
-        raise InputError("drop_refusal_openers needs the refusal token set (refusal_openers)")
     for i, p in enumerate(data.harmful):
         chat = [{"role": "user", "content": p}, {"role": "assistant", "content": data.refusals[i % len(data.refusals)]}]
         examples.append(_weighted(model, chat, recipe.first_token_weight_harmful, True))
@@ -219,7 +233,8 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
-    sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules, seed=recipe.seed)
+    sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules,
+                             layers=recipe.layers if recipe.layers == "all" else list(recipe.layers), seed=recipe.seed)
     with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
             tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
         res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
