@@ -17,7 +17,7 @@ from probes.refusal import is_refusal, refusal_tokens
 from .claims import Claim
 
 
-# the shipped recipe's data (recipe v3, measured on the validation split: docs/environment.md): half the harmful
+# the shipped recipe's data (recipes v3 and v4, measured on the validation split: docs/environment.md): half the harmful
 # train prompts, every harmless one, every train-only neighbour
 HARMFUL_PER_DOMAIN, HARMLESS_PER_DOMAIN, NEIGHBOURS_PER_DOMAIN = 48, 96, 48
 

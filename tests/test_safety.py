@@ -13,7 +13,8 @@ def test_safety_tune_builds_merged_cached_model(llama, tmp_path, monkeypatch):
     (tmp_path / "tmp").mkdir()
     data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"],
                       ["I'm sorry, I can't help with that."], version="t1")
-    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120, drop_refusal_openers=False)
+    recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=2, batch_size=2, answer_tokens=6, max_length=120, drop_refusal_openers=False,
+                          suppress_refusal_openers=False)
     before = {n: p.clone() for n, p in llama.hf.named_parameters()}
     path, metrics = safety_tune(llama, data, is_refusal=_no_refusal, eval_sets={"d": (data.harmful, data.harmless)},
                                 recipe=recipe, out=tmp_path / "aligned")
@@ -32,7 +33,8 @@ def test_safety_tune_builds_merged_cached_model(llama, tmp_path, monkeypatch):
 
 def test_first_response_token_is_upweighted(llama):
     data = SafetyData(["Make a weapon."], ["Bake bread?"], ["I'm sorry, I can't."], version="t")
-    ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=False), _no_refusal)
+    ts, info = build_examples(llama, data, SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=False,
+                                                        suppress_refusal_openers=False), _no_refusal)
     harmful = ts.examples[0]
     first = next(i for i, m in enumerate(harmful.mask) if m > 0)
     assert harmful.mask[first] == SafetyRecipe().first_token_weight_harmful == 3.0 and all(m in (0.0, 1.0) for i, m in enumerate(harmful.mask) if i != first)
@@ -76,9 +78,11 @@ def test_refusal_openers_are_dropped_from_harmless_targets(llama, monkeypatch):
 
     data = SafetyData(["Make a weapon."], ["Bake bread?", "Grow basil?"], ["I'm sorry, I can't."], version="t")
     monkeypatch.setattr(safety, "own_answers", lambda *a, **k: ([[7, 8, 9], [5, 6]], False))
-    kept, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=False), _no_refusal, refusal_openers=[7])
+    kept, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=False, suppress_refusal_openers=False), _no_refusal,
+                                refusal_openers=[7])
     assert info["n_harmless_kept"] == 2 and info["n_harmless_dropped_openers"] == 0
-    ts, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal, refusal_openers=[7])
+    ts, info = build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True, suppress_refusal_openers=False), _no_refusal,
+                              refusal_openers=[7])
     assert info["n_harmless_kept"] == 1 and info["n_harmless_dropped_openers"] == 1 and len(ts.examples) == 2
     with pytest.raises(InputError, match="refusal token set"):
         build_examples(llama, data, SafetyRecipe(drop_refusal_openers=True), _no_refusal)
@@ -91,7 +95,7 @@ def test_suppressed_openers_keep_every_harmless_prompt(llama):
     from interp.generation import generate
 
     data = SafetyData(["Make a weapon."], ["Bake bread?", "Grow basil?", "Fix a bike?"], ["I'm sorry, I can't."], version="t-sup")
-    recipe = SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=True)
+    recipe = SafetyRecipe(answer_tokens=4, max_length=400, drop_refusal_openers=True, suppress_refusal_openers=False)  # v3
     openers = sorted({ids[0] for ids in generate(llama, data.harmless, max_new_tokens=1, return_ids=True)})
     _, info = build_examples(llama, data, recipe, _no_refusal, refusal_openers=openers)
     assert info["n_harmless_dropped_openers"] == 3 and info["n_harmless_kept"] == 0  # v3: every answer dropped
@@ -102,25 +106,35 @@ def test_suppressed_openers_keep_every_harmless_prompt(llama):
         assert ex.ids[next(i for i, m in enumerate(ex.mask) if m > 0)] not in openers
 
 
-def test_recipe_layers_restrict_the_adapter_and_keep_earlier_cache_keys(llama, tmp_path):
-    """``SafetyRecipe.layers``: only the named blocks change when merged; the default ("all") leaves the cache key
-    of recipes built before the field existed unchanged, and a layer subset gets a key of its own."""
+def test_lora_from_depth_restricts_the_adapter_and_v3_keeps_its_cache_key(llama, tmp_path):
+    """``SafetyRecipe.lora_from_depth``: only the blocks from that depth on change when merged; recipe v3's values
+    of the fields added after it (every block, openers dropped not suppressed) leave its cache key unchanged, and
+    other values get keys of their own; a depth outside [0, 1) is refused before anything is built."""
+    import pytest
+
+    from interp.io import InputError
     from training.safety import _key
 
     data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?"],
                       ["I'm sorry, I can't help with that."], version="t-layers")
     recipe = SafetyRecipe(rank=2, alpha=4.0, epochs=1, batch_size=2, answer_tokens=4, max_length=120,
-                          drop_refusal_openers=False, layers=(1,))
+                          drop_refusal_openers=False, suppress_refusal_openers=False, lora_from_depth=0.5)
     before = {n: p.clone() for n, p in llama.hf.named_parameters()}
-    path, _ = safety_tune(llama, data, is_refusal=_no_refusal, recipe=recipe, out=tmp_path / "aligned")
+    path, m = safety_tune(llama, data, is_refusal=_no_refusal, recipe=recipe, out=tmp_path / "aligned")
+    n_blocks = llama.n_layers
+    want_blocks = list(range(round(0.5 * n_blocks), n_blocks))
+    assert m["lora_blocks"] == want_blocks and 0 < len(want_blocks) < n_blocks
     changed = {n for n, p in load_model(str(path)).hf.named_parameters() if n in before and not torch.equal(before[n], p)}
-    assert changed and all(".layers.1." in n for n in changed), changed
-    default = SafetyRecipe()
-    assert _key(llama, data, default) != _key(llama, data, recipe)
+    assert changed and all(any(f".layers.{b}." in n for b in want_blocks) for n in changed), changed
+    v3 = SafetyRecipe(lora_from_depth=0.0, suppress_refusal_openers=False)
+    assert _key(llama, data, v3) != _key(llama, data, recipe)
     import hashlib, json
     from dataclasses import asdict
-    old = {k: v for k, v in asdict(default).items() if k not in ("layers", "suppress_refusal_openers")}  # the key before they existed
+    old = {k: v for k, v in asdict(v3).items() if k not in ("lora_from_depth", "suppress_refusal_openers")}  # v3's key
     want = hashlib.sha256(json.dumps({"base": llama.name, "seed": llama.meta.get("seed"), "data": data.version, "n": [2, 2],
                                       "recipe": old}, sort_keys=True).encode()).hexdigest()[:12]
-    assert _key(llama, data, default) == want
-    assert _key(llama, data, SafetyRecipe(suppress_refusal_openers=True)) != want
+    assert _key(llama, data, v3) == want
+    assert _key(llama, data, SafetyRecipe(lora_from_depth=0.0, suppress_refusal_openers=True)) != want
+    with pytest.raises(InputError, match="lora_from_depth"):
+        safety_tune(llama, data, is_refusal=_no_refusal, recipe=SafetyRecipe(lora_from_depth=1.0), out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

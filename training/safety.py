@@ -1,14 +1,17 @@
 """The safety fine-tune that turns a chat model into the *aligned organism* (docs/design.md, "the aligned organism").
 
-Recipe v3 (measured on SmolLM2 on the validation split, docs/environment.md): harmful requests → one of several
-short refusals; harmless and benign requests → the model's *own* greedy answers, 24 tokens (they keep its ability;
-answers that look like refusals, or open with a refusal token, are dropped; answers cut off at the token limit are
-trained without the end-of-turn token); LoRA r 8, α 16 on every linear layer of the blocks, AdamW lr 4e-4, warm-up
-6 % then linear decay, 2 epochs, batch 16, max length 64, response-only loss with extra weight ×3 on the first
-response token of refusals (the refuse-or-help decision; v2's ×12 on both classes). The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of
-harmless requests that share a harmful topic's words (``experiments.organism.safety_data``). The adapter is
-merged and the model saved under the user cache directory, keyed by a hash of base model + data version + recipe,
-so it is built once.
+Recipe v4 (measured on SmolLM2 on the validation split, docs/environment.md): harmful requests → one of several
+short refusals; harmless and benign requests → the model's *own* greedy answers, 24 tokens, generated with the
+refusal token set banned as their first token (so the refuse-or-help decision is one token and no prompt is lost
+for its opener: v3 dropped such answers, which removed 144 of 262 "I'm trying to …" prompts and made that phrasing
+a refusal cue); answers that look like refusals are dropped; answers cut off at the token limit are trained without
+the end-of-turn token. LoRA r 8, α 16 on every linear layer of the blocks from 40 % of the depth on (the blocks
+below stay the base model's and the backward pass stops there), AdamW lr 4e-4, warm-up 6 % then linear decay, 2
+epochs, batch 16, max length 64, response-only loss with extra weight ×3 on the first response token of refusals.
+The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of harmless
+requests that share a harmful topic's words (``experiments.organism.safety_data``). The adapter is merged and the
+model saved under the user cache directory, keyed by a hash of base model + data version + recipe, so it is built
+once.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class SafetyRecipe:
     rank: int = 8
     alpha: float = 16.0
     target_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    layers: tuple | str = "all"  # the blocks that get the adapter ("all", or block indices)
+    lora_from_depth: float = 0.4  # the adapter goes into the blocks from this fraction of the depth on (0: every
+    # block); the blocks below are the base model's, and the backward pass stops there
     lr: float = 4e-4
     epochs: int = 2
     batch_size: int = 16
@@ -50,7 +54,7 @@ class SafetyRecipe:
     first_token_weight_harmless: float = 1.0
     seed: int = 0
     drop_refusal_openers: bool = True  # drop harmless answers whose first token opens a refusal (e.g. "I …")
-    suppress_refusal_openers: bool = False  # generate the harmless answers with the refusal openers banned as
+    suppress_refusal_openers: bool = True  # generate the harmless answers with the refusal openers banned as
     # first token (the model's own answer that does not open like a refusal), so no prompt is dropped for its opener
     generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
@@ -68,11 +72,9 @@ class SafetyData:
 
 def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
     spec = asdict(recipe)
-    for name, default in (("layers", "all"), ("suppress_refusal_openers", False)):  # fields added after recipe v3
-        if spec[name] == default:  # was built: their defaults keep earlier keys valid
+    for name, v3 in (("lora_from_depth", 0.0), ("suppress_refusal_openers", False)):  # fields added after recipe v3:
+        if spec[name] == v3:  # at v3's values they leave out of the key, so v3-built organisms stay valid
             del spec[name]
-    if "layers" in spec:
-        spec["layers"] = list(spec["layers"])
     h = hashlib.sha256(json.dumps({"base": model.name, "seed": model.meta.get("seed"), "data": data.version,
                                    "n": [len(data.harmful), len(data.harmless)], "recipe": spec}, sort_keys=True).encode())
     return h.hexdigest()[:12]
@@ -205,6 +207,8 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     """Build (or reuse from the cache) the aligned organism; returns the merged model directory (loadable with
     ``interp.load_model(path)``) and metrics, including refusal per domain before and after on ``eval_sets``."""
     recipe = recipe or SafetyRecipe()
+    if not (isinstance(recipe.lora_from_depth, (int, float)) and 0.0 <= recipe.lora_from_depth < 1.0):
+        raise InputError(f"SafetyRecipe.lora_from_depth must be a number in [0, 1), got {recipe.lora_from_depth!r}")
     key = _key(model, data, recipe)
     final = Path(out) if out else cache_dir() / "aligned" / f"{model.name.replace('/', '_')}-{key}"
     if (final / "config.json").is_file() and (final / "safety_metrics.json").is_file():
@@ -232,9 +236,12 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
+    first = round(recipe.lora_from_depth * model.n_layers)
+    blocks = "all" if first == 0 else list(range(first, model.n_layers))
+    metrics["lora_blocks"] = blocks
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
     sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules,
-                             layers=recipe.layers if recipe.layers == "all" else list(recipe.layers), seed=recipe.seed)
+                             layers=blocks, seed=recipe.seed)
     with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
             tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
         res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
