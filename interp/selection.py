@@ -341,6 +341,7 @@ def select_direction(
     early_stop: bool = True,
     candidate_batch: int = 1,
     fallback: Literal["relaxed_kl"] | None = None,
+    fallback_order: Literal["steering_first", "kl_first"] = "steering_first",
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> Selection:
@@ -352,7 +353,11 @@ def select_direction(
     ``Selection.filtering["val"]``; :func:`refusal_direction` does this by default). ``early_stop=False`` makes
     the cheap sweep score every candidate fully (same numbers as ``method="naive"``). ``fallback="relaxed_kl"``:
     when nothing passes, put the :meth:`Selection.relaxed` candidate in ``Selection.exploratory`` (scoring lazily
-    what it needs); ``best`` stays ``None``.
+    what it needs); ``best`` stays ``None``. ``fallback_order``: what the lazy fallback of the cheap sweep scores
+    first at each relaxed threshold — the steering score of every candidate whose KL bound admits it, then the KLs
+    of those that induce refusal (``"steering_first"``), or the stopped KLs, then the steering of those admitted
+    (``"kl_first"``). The same exploratory candidate either way; which is faster depends on how many candidates
+    induce refusal (``bench/selection.py`` times both).
     """
     if not harmful or not harmless:
         raise InputError("select_direction needs non-empty harmful and harmless validation prompts")
@@ -362,6 +367,8 @@ def select_direction(
         raise InputError(f"method must be 'cheap' or 'naive', got {method!r}")
     if fallback not in (None, "relaxed_kl"):
         raise InputError(f"fallback must be None or 'relaxed_kl', got {fallback!r}")
+    if fallback_order not in ("steering_first", "kl_first"):
+        raise InputError(f"fallback_order must be 'steering_first' or 'kl_first', got {fallback_order!r}")
     if not isinstance(candidate_batch, int) or candidate_batch < 1:
         raise InputError(f"candidate_batch must be an integer ≥ 1, got {candidate_batch!r}")
     layers = list(directions.layers if layers is None else layers)
@@ -381,7 +388,7 @@ def select_direction(
            "kl_threshold": kl_threshold, "steering_threshold": steering_threshold, "max_layer_frac": max_layer_frac,
            "layer_limit": int(model.n_layers * max_layer_frac), "steer_alpha": steer_alpha, "layers": layers, "positions": positions,
            "method": method, "early_stop": early_stop if method == "cheap" else False, "candidate_batch": candidate_batch,
-           "fallback": fallback, "batch_size": batch_size,
+           "fallback": fallback, "fallback_order": fallback_order, "batch_size": batch_size,
            "direction_meta": {k: v for k, v in directions.meta.items() if k != "versions"}, "versions": versions()}
     table = [Candidate(l, p, NAN, NAN, NAN, False) for p in positions for l in layers]
     vec = {}
@@ -534,9 +541,12 @@ def _cheap(model, table, vec, harmful, harmless, tokens, cfg, early_stop, K, dis
         t = kl_t
         while ok and t <= 10.0:
             maybe = [c for c in ok if c.kl <= t]  # a finished KL ≤ t, or a stopped one whose bound is ≤ t
+            if cfg["fallback_order"] == "kl_first":
+                score_kl([c for c in maybe if _kl_partial(c, cfg)], t)  # stops again once the bound exceeds t
+                maybe = [c for c in maybe if c.kl <= t]
             score_steering([c for c in maybe if c.steering_score != c.steering_score])
             steer = [c for c in maybe if c.steering_score > st_t]
-            score_kl([c for c in steer if _kl_partial(c, cfg)], t)  # stops again once the bound exceeds t
+            score_kl([c for c in steer if _kl_partial(c, cfg)], t)  # (steering_first) finish only those that induce
             induce = [c for c in steer if c.kl <= t]
             score_ablation([c for c in induce if c.ablation_score != c.ablation_score])
             if induce:

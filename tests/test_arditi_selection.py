@@ -147,6 +147,13 @@ def test_the_kl_stops_exactly_once_its_lower_bound_fails(llama, cands):
     assert (got.layer, got.pos) == (r_want.layer, r_want.pos) and fb.exploratory["kl_threshold"] == pytest.approx(t)
     left = [c for c in fb.table if c.layer < limit and c.steering_score == c.steering_score and c.steering_score <= st_t]
     assert left and all(c.kl_prompts < n for c in left if c.kl > 1e-9), "steering-first did not skip any KL"
+    kf = select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, kl_threshold=1e-9, steering_threshold=st_t,
+                          fallback="relaxed_kl", fallback_order="kl_first", batch_size=2)
+    got = kf.exploratory["candidate"]
+    assert (got.layer, got.pos) == (r_want.layer, r_want.pos) and kf.exploratory["kl_threshold"] == pytest.approx(t)
+    assert got.kl == pytest.approx(r_want.kl, abs=1e-6) and got.steering_score == pytest.approx(r_want.steering_score, abs=1e-6)
+    with pytest.raises(InputError, match="fallback_order"):
+        select_direction(llama, cands, HARMFUL, HARMLESS, refusal_tokens=toks, fallback="relaxed_kl", fallback_order="fast")
 
 
 def test_nothing_passes_is_said_and_the_fallback_is_exploratory(llama, cands):
