@@ -84,15 +84,11 @@ def main() -> None:
 
     med, times = _common.interleaved({k: run(k) for k in conds}, args.repeats)
     result: dict = {}
+    diffs = {}
     if "naive" in last:
         naive = {(c.layer, c.pos): c for c in last["naive"].table}
         for name in [k for k in ("cheap", "cheap_full", "cheap_batched") if k in last]:
             result[f"{name}_vs_naive"] = med[name] / med["naive"]
-    if "fallback_steering_first" in last and "fallback_kl_first" in last:
-        result["fallback_steering_first_vs_kl_first"] = med["fallback_steering_first"] / med["fallback_kl_first"]
-    diffs = {}
-    if "naive" in last:
-        for name in [k for k in ("cheap", "cheap_full", "cheap_batched") if k in last]:
             m = 0.0
             for c in last[name].table:
                 for s in ("kl", "steering_score", "ablation_score"):
@@ -100,6 +96,8 @@ def main() -> None:
                     if v == v:
                         m = max(m, abs(v - getattr(naive[(c.layer, c.pos)], s)))
             diffs[name] = m
+    if "fallback_steering_first" in last and "fallback_kl_first" in last:
+        result["fallback_steering_first_vs_kl_first"] = med["fallback_steering_first"] / med["fallback_kl_first"]
     pick = lambda sel: None if sel.best is None else (sel.best.layer, sel.best.pos)
     explo = lambda sel: None if sel.exploratory is None else [sel.exploratory["candidate"].layer, sel.exploratory["candidate"].pos,
                                                               sel.exploratory["kl_threshold"]]

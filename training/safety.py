@@ -123,7 +123,7 @@ def own_answers(model: Model, prompts: Sequence[str], *, max_new_tokens: int, ba
             return found["answers"], True
     answers = generate(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, return_ids=True,
                        suppress_first=suppress_first, progress=progress, desc="safety: own answers to harmless prompts")
-    write_json(path, {"prompts": list(prompts), "answers": answers, "max_new_tokens": max_new_tokens, "base": model.name})
+    write_json(path, {**payload, "answers": answers, "base": model.name})
     return answers, False
 
 
@@ -133,7 +133,8 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
     ``recipe.drop_refusal_openers`` also those whose first token is one of ``refusal_openers``, the refusal token
     set R: SmolLM2 opens 15 % of its compliant answers with "I", the token 10 of the 12 refusals start with, so
     without this the refuse-or-help decision is not one token and the refusal score is confounded on harmless
-    prompts)."""
+    prompts). With ``recipe.suppress_refusal_openers`` the answers are generated with R banned as first token, so
+    none is dropped for its opener."""
     if not data.harmful or not data.harmless or not data.refusals:
         raise InputError("the safety fine-tune needs harmful prompts, harmless prompts and refusal phrasings")
     t0 = time.time()
@@ -141,7 +142,7 @@ def build_examples(model: Model, data: SafetyData, recipe: SafetyRecipe, is_refu
     if (recipe.drop_refusal_openers or recipe.suppress_refusal_openers) and not openers:
         raise InputError("drop_refusal_openers / suppress_refusal_openers need the refusal token set (refusal_openers)")
     answers, cached = own_answers(model, data.harmless, max_new_tokens=recipe.answer_tokens, batch_size=recipe.generation_batch_size,
-                                  suppress_first=sorted(openers) if recipe.suppress_refusal_openers else (), progress=progress)
+                                  suppress_first=openers if recipe.suppress_refusal_openers else (), progress=progress)
     tok = model.tokenizer
     eos = set(model.hf.generation_config.eos_token_id if isinstance(model.hf.generation_config.eos_token_id, list)
               else [model.hf.generation_config.eos_token_id or tok.eos_token_id])
