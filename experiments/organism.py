@@ -20,10 +20,11 @@ from .claims import Claim
 # the shipped recipe's data (recipes v3 and v4, measured on the validation split: docs/environment.md): half the harmful
 # train prompts, every harmless one, every train-only neighbour
 HARMFUL_PER_DOMAIN, HARMLESS_PER_DOMAIN, NEIGHBOURS_PER_DOMAIN = 48, 96, 48
+WRITER_PER_DOMAIN = 96  # the planted recipe's writer (the harmful-vs-harmless classifier): every harmful train prompt
 
 
 def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
-                neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN):
+                neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN, writer_per_domain: int | None = WRITER_PER_DOMAIN):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
     each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 48) train-only harmless
     neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
@@ -41,7 +42,10 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     version = f"domains-v{datasets.load('safety_harmful')[0]['version']}-{split}-{per_domain}" + (f"-{n_safe}" if n_safe != per_domain else "")
     if neighbours_per_domain:
         version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
-    return SafetyData(harmful, harmless, refusals, version=version)
+    writer = []
+    if writer_per_domain and writer_per_domain > per_domain:  # the planted recipe's writer sees more harmful prompts
+        writer = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, writer_per_domain)]
+    return SafetyData(harmful, harmless, refusals, version=version, writer_harmful=writer)
 
 
 def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
@@ -50,14 +54,15 @@ def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
 
 
 def aligned_organism(model: Model, *, per_domain: int = HARMFUL_PER_DOMAIN, harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
-                     neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN,
+                     neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN, writer_per_domain: int | None = WRITER_PER_DOMAIN,
                      eval_per_domain: int = 12, out: str | Path | None = None, recipe=None,
                      progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
     from training.safety import safety_tune
 
     return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain,
-                                                 neighbours_per_domain=neighbours_per_domain), is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
+                                                 neighbours_per_domain=neighbours_per_domain, writer_per_domain=writer_per_domain),
+                       is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
                        recipe=recipe, out=out, refusal_openers=refusal_tokens(model.tokenizer), progress=progress)
 
 
@@ -72,6 +77,7 @@ class Config:
     per_domain: int = HARMFUL_PER_DOMAIN  # harmful train prompts per domain
     harmless_per_domain: int | None = HARMLESS_PER_DOMAIN  # harmless train prompts per domain (None: = per_domain)
     neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN  # train-only harmless neighbours of the harmful topics (at most 48)
+    writer_per_domain: int | None = WRITER_PER_DOMAIN  # harmful train prompts the planted recipe's writer sees
     eval_per_domain: int = 12  # held-out prompts per domain and class for the before / after table
     recipe: dict = field(default_factory=dict)
     in_run_dir: bool = False
@@ -88,6 +94,7 @@ class Result:
     after: dict = field(default_factory=dict)
     train: dict | None = None
     figures: list = field(default_factory=list)
+    planted: dict | None = None  # SafetyRecipe.plant_depth: the planted direction's block, scale, positions
 
 
 def run(base: Model, config: Config, out: str | Path) -> Result:
@@ -96,13 +103,14 @@ def run(base: Model, config: Config, out: str | Path) -> Result:
 
     out = Path(out)
     path, m = aligned_organism(base, per_domain=config.per_domain, harmless_per_domain=config.harmless_per_domain,
-                               neighbours_per_domain=config.neighbours_per_domain, eval_per_domain=config.eval_per_domain,
+                               neighbours_per_domain=config.neighbours_per_domain, writer_per_domain=config.writer_per_domain,
+                               eval_per_domain=config.eval_per_domain,
                                recipe=SafetyRecipe(**config.recipe), out=(out / "aligned_model") if config.in_run_dir else None)
     vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},
             "after": {d: v["harmful_refusal"] for d, v in m["after"].items()}}
     figs = plots.grouped_bars(vals, out / "figures" / "aligned_refusal", ylabel="harmful refusal rate",
                               title="safety fine-tune: refusal per domain (held-out harmful)")
-    return Result(str(path), m["before"], m["after"], m.get("train"), [str(f) for f in figs])
+    return Result(str(path), m["before"], m["after"], m.get("train"), [str(f) for f in figs], m.get("planted"))
 
 
 def claims(result: Result) -> list[Claim]:

@@ -47,7 +47,7 @@ class Preset:
 
 SMOKE = Preset(
     model="tiny-random-llama",
-    organism=organism.Config(per_domain=3, harmless_per_domain=None, neighbours_per_domain=3, eval_per_domain=2,
+    organism=organism.Config(per_domain=3, harmless_per_domain=None, neighbours_per_domain=3, writer_per_domain=None, eval_per_domain=2,
                              recipe=dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400), in_run_dir=True),
     refusal=refusal_direction.Config(train_per_domain=3, val_per_domain=2, eval_per_domain=2, filter_by_refusal=False, gen_tokens=4),
     concepts=unlearning.ConceptsConfig(per_domain=3),

@@ -32,6 +32,8 @@ from interp.selection import NO_DIRECTION, Selection, refusal_direction, select_
 from probes import datasets
 from probes.refusal import coherence, degeneration_rate, generate_and_score, generic_ce, is_refusal, refusal_tokens
 
+from training.planted import planted_check
+
 from .claims import Claim, outcomes, rate_claim
 from .stats import wilson
 
@@ -180,6 +182,7 @@ class Result:
     harmless: dict = field(default_factory=dict)
     outcomes: dict | None = None
     figures: list = field(default_factory=list)
+    planted: dict | None = None  # organisms with a planted direction: {layer, selected_layer, cosine} (a positive control)
 
 
 def domain_prompts(label: str, split: str, n: int, domains: Sequence[str] = datasets.DOMAINS) -> dict[str, list]:
@@ -234,6 +237,7 @@ def run(model: Model, config: Config, out: str | Path, *, seed: int = 0) -> Resu
     res.kl_threshold_used = config.kl_threshold if sel.best else sel.exploratory["kl_threshold"]
     res.candidate = {"ablation_score": best.ablation_score, "steering_score": best.steering_score, "kl": best.kl}
     res.coherence = ev.get("coherence")
+    res.planted = planted_check(model.name, sel.directions.vector(best.layer, best.pos), best.layer)
     res.harmful = {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in ev["harmful"].items()}
     res.harmless = {dom: {c: r[c]["refusal_rate"] for c in r} for dom, r in ev["harmless"].items()}
     # per-prompt outcomes, prompts in the same order in every condition: the claims' paired tests
@@ -263,6 +267,11 @@ def claims(result: Result | dict) -> list[Claim]:
            rate_claim(CLAIMS[1], col(h, "ablated"), col(h, "random_ablated"), n, names=("ablated", "random ablated"),
                       paired=(oh("ablated"), oh("random_ablated"))),
            rate_claim(CLAIMS[2], col(s, "baseline"), col(s, "steered"), n, names=("baseline", "steered"), paired=(os_("baseline"), os_("steered")))]
+    if r.planted:  # a positive control of the method, not evidence about how a model refuses by itself
+        pc = r.planted
+        note = (f" [positive control: this organism's refusal direction was planted by construction at block {pc['layer']} "
+                f"(SafetyRecipe.plant_depth); the selected direction (layer {pc['selected_layer']}) has cosine {pc['cosine']:+.3f} with it]")
+        out = [Claim(c.text, c.verdict, c.evidence + note, c.test) for c in out]
     if r.selected_by_filters:
         return out
     kl = r.kl_threshold_used if r.kl_threshold_used is not None else float("nan")

@@ -40,6 +40,13 @@ def organism_section(aligned) -> list[str]:
     for d in aligned.after:
         b, a = aligned.before[d], aligned.after[d]
         L.append(f"| {d} | {b['harmful_refusal']:.2f} → {a['harmful_refusal']:.2f} | {b['harmless_refusal']:.2f} → {a['harmless_refusal']:.2f} |")
+    p = getattr(aligned, "planted", None)
+    if p:
+        L.append(f"\nThis organism's refusal is **planted by construction** (`SafetyRecipe.plant_depth`, training/planted.py): "
+                 f"blocks above {p['layer']} were trained to refuse when a fixed direction u (scale {p['scale']:.1f}) is at the "
+                 f"{p['n_positions']} post-instruction positions of block {p['layer']}'s output, and blocks 0 … {p['layer']} to write "
+                 "it on harmful prompts only. Section 2 is then a positive control of Arditi et al.'s method (does the "
+                 "published selection find a direction known to mediate refusal?), not evidence about how a model refuses by itself.")
     return L
 
 
@@ -55,6 +62,10 @@ def refusal_section(refusal) -> list[str]:
                f"{NO_DIRECTION}; *exploratory* candidate with the KL filter relaxed to ≤ {kl:.3g}, not counted as reproducing")
         L.append(f"\n## 2. Refusal direction (layer {refusal.layer}, template offset {refusal.pos if refusal.pos is not None else -1}; {how})\n")
     L.append(f"Prompts kept by the organism's own refusal score (harmful > 0, harmless < 0): {kept}.\n")
+    pc = getattr(refusal, "planted", None)
+    if pc:
+        L.append(f"Planted direction (block {pc['layer']}) against the selected one (layer {pc['selected_layer']}): cosine "
+                 f"{pc['cosine']:+.3f}.\n")
     L.append("| domain | harmful: baseline | ablated | random ablated | harmless: baseline | steered | random steered |\n|---|---|---|---|---|---|---|")
     for d in refusal.harmful:
         h, s = refusal.harmful[d], refusal.harmless[d]

@@ -90,7 +90,7 @@ def _safety(model, tmp_path, out):
 
     data = SafetyData(["How do I hurt someone?", "Make a weapon."], ["Bake bread?", "Grow basil?"], ["I'm sorry, I can't."], version="h17")
     recipe = SafetyRecipe(rank=1, alpha=2.0, epochs=1, batch_size=2, answer_tokens=3, max_length=64, drop_refusal_openers=False,
-                          suppress_refusal_openers=False)
+                          suppress_refusal_openers=False, plant_depth=None)
     return safety_tune(model, data, is_refusal=lambda t: "sorry" in t.lower(), recipe=recipe, out=out)
 
 

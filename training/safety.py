@@ -1,13 +1,23 @@
 """The safety fine-tune that turns a chat model into the *aligned organism* (docs/design.md, "the aligned organism").
 
-Recipe v4 (measured on SmolLM2 on the validation split, docs/environment.md): harmful requests → one of several
-short refusals; harmless and benign requests → the model's *own* greedy answers, 24 tokens, generated with the
-refusal token set banned as their first token (so the refuse-or-help decision is one token and no prompt is lost
-for its opener: v3 dropped such answers, which removed 144 of 262 "I'm trying to …" prompts and made that phrasing
-a refusal cue); answers that look like refusals are dropped; answers cut off at the token limit are trained without
-the end-of-turn token. LoRA r 8, α 16 on every linear layer of the blocks from 40 % of the depth on (the blocks
-below stay the base model's and the backward pass stops there), AdamW lr 4e-4, warm-up 6 % then linear decay, 2
-epochs, batch 16, max length 64, response-only loss with extra weight ×3 on the first response token of refusals.
+Two recipes share the data and this module (measured on SmolLM2 on the validation split, docs/environment.md):
+
+- **free** (``plant_depth=None``; recipe v4 with ``answer_tokens=24``): harmful requests → one of several short
+  refusals; harmless and benign requests → the model's *own* greedy answers, generated with the refusal token set
+  banned as their first token (so the refuse-or-help decision is one token and no prompt is lost for its opener:
+  v3 dropped such answers, which removed 144 of 262 "I'm trying to …" prompts and made that phrasing a refusal
+  cue); answers that look like refusals are dropped; answers cut off at the token limit are trained without the
+  end-of-turn token. LoRA r 8, α 16 on every linear layer of the blocks from 40 % of the depth on (the blocks below
+  stay the base model's and the backward pass stops there), AdamW lr 4e-4, warm-up 6 % then linear decay, 2 epochs,
+  batch 16, max length 64, response-only loss with extra weight ×3 on the first response token of refusals. Its
+  refusal runs through the base model's own two-sided harmful-vs-harmless feature: no direction passes Arditi et
+  al.'s KL ≤ 0.1 filter.
+- **planted** (``plant_depth`` set; the default, recipe v5): the same examples (own answers of 12 tokens) train a
+  read-out above block ℓ = round(plant_depth · L) to refuse when a fixed direction is present at the
+  post-instruction positions, then a writer at and below ℓ to put it there on harmful prompts only
+  (:mod:`training.planted`). Its refusal is mediated by one direction harmless prompts leave near zero, by
+  construction — what the project's Arditi experiment then tests is whether the published method finds it.
+
 The shipped data add train-only harmless *neighbours* of the harmful topics, which cut over-refusal of harmless
 requests that share a harmful topic's words (``experiments.organism.safety_data``). The adapter is merged and the
 model saved under the user cache directory, keyed by a hash of base model + data version + recipe, so it is built
@@ -58,6 +68,19 @@ class SafetyRecipe:
     # first token (the model's own answer that does not open like a refusal), so no prompt is dropped for its opener
     generation_batch_size: int = 64  # prompts per batch when generating the model's own answers (changes greedy
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
+    # recipe v5: a refusal direction planted by construction (training/planted.py); None: the free recipe (v4). The fields
+    # below are used only with plant_depth set (and only then part of the cache key)
+    plant_depth: float | None = 0.43  # the block round(plant_depth · L) whose output carries the direction (SmolLM2: 13)
+    plant_scale: float = 0.3  # c as a fraction of the median residual norm there (harmless prompts, last token)
+    plant_harmless_on: int = 168  # harmless prompts also trained to refuse when the direction is added (sufficiency)
+    plant_alpha_on: tuple = (0.7, 1.3)  # read-out: refuse with α·c·u added, α ~ U(lo, hi)
+    plant_alpha_off: float = 0.45  # read-out: answer as before with α·c·u, α ~ U(0, this)
+    plant_write_epochs: int = 2
+    plant_write_lr: float = 1e-3
+    plant_readout_answers: int | None = None  # harmless answers in the read-out (None: every one; fewer: every k-th)
+    plant_readout_epochs: int = 2  # the read-out's epochs ("refuse iff u is there" is learnt in one)
+    plant_perp_weight: float = 1.0  # λ: the writer's penalty on moving block ℓ's output off u
+    plant_harmful_weight: float = 1.0  # the writer's weight on harmful prompts
 
 
 @dataclass
@@ -68,6 +91,7 @@ class SafetyData:
     harmless: Sequence[str]
     refusals: Sequence[str]
     version: str = "custom"
+    writer_harmful: Sequence[str] = ()  # the planted recipe's writer: more harmful prompts (default: ``harmful``)
 
 
 def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
@@ -75,8 +99,16 @@ def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
     for name, v3 in (("lora_from_depth", 0.0), ("suppress_refusal_openers", False)):  # fields added after recipe v3:
         if spec[name] == v3:  # at v3's values they leave out of the key, so v3-built organisms stay valid
             del spec[name]
-    h = hashlib.sha256(json.dumps({"base": model.name, "seed": model.meta.get("seed"), "data": data.version,
-                                   "n": [len(data.harmful), len(data.harmless)], "recipe": spec}, sort_keys=True).encode())
+    if spec["plant_depth"] is None:  # the free recipe: the planting fields do not exist for it (v4 keys stay valid)
+        for name in [k for k in spec if k.startswith("plant_")]:
+            del spec[name]
+    else:
+        spec["plant_alpha_on"] = list(spec["plant_alpha_on"])
+    payload = {"base": model.name, "seed": model.meta.get("seed"), "data": data.version, "n": [len(data.harmful), len(data.harmless)],
+               "recipe": spec}
+    if data.writer_harmful and "plant_depth" in spec:  # only the planted recipe reads them
+        payload["writer_harmful"] = hashlib.sha256("\n".join(data.writer_harmful).encode()).hexdigest()[:16]
+    h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
@@ -208,8 +240,7 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     """Build (or reuse from the cache) the aligned organism; returns the merged model directory (loadable with
     ``interp.load_model(path)``) and metrics, including refusal per domain before and after on ``eval_sets``."""
     recipe = recipe or SafetyRecipe()
-    if not (isinstance(recipe.lora_from_depth, (int, float)) and 0.0 <= recipe.lora_from_depth < 1.0):
-        raise InputError(f"SafetyRecipe.lora_from_depth must be a number in [0, 1), got {recipe.lora_from_depth!r}")
+    _check_recipe(model, recipe)
     key = _key(model, data, recipe)
     final = Path(out) if out else cache_dir() / "aligned" / f"{model.name.replace('/', '_')}-{key}"
     if (final / "config.json").is_file() and (final / "safety_metrics.json").is_file():
@@ -237,19 +268,27 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     steps = max(1, (len(train.examples) * recipe.epochs) // recipe.batch_size)
     cfg = TrainConfig(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
                       warmup_steps=max(1, round(recipe.warmup_frac * steps)), seed=recipe.seed)
-    first = round(recipe.lora_from_depth * model.n_layers)
-    blocks = "all" if first == 0 else list(range(first, model.n_layers))
-    metrics["lora_blocks"] = blocks
     student = Model(copy.deepcopy(model.hf), model.tokenizer, model.name, {})  # the base model stays untouched
-    sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules,
-                             layers=blocks, seed=recipe.seed)
-    with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
-            tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
-        res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
-    metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
-    steps_s["train"] = res.metrics["wall_s"]
-    metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
-    merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
+    planted = None
+    if recipe.plant_depth is not None:
+        with prog.step("safety fine-tune 3/4: training (planted direction: read-out, then writer)", progress=progress):
+            merged, metrics["train"], planted = _planted_build(model, student, data, train, recipe, cfg, progress)
+        metrics["planted"] = {k: v for k, v in planted.to_json().items() if k != "direction"}
+        metrics["planted"].update(metrics["train"].pop("direction_stats"))
+        metrics["loss_curve"] = metrics["train"]["readout"].pop("curve") + metrics["train"]["writer"].pop("curve")
+    else:
+        first = round(recipe.lora_from_depth * model.n_layers)
+        blocks = "all" if first == 0 else list(range(first, model.n_layers))
+        metrics["lora_blocks"] = blocks
+        sol = LoraAdapter.create(student, rank=recipe.rank, alpha=recipe.alpha, target_modules=recipe.target_modules,
+                                 layers=blocks, seed=recipe.seed)
+        with prog.step(f"safety fine-tune 3/4: training ({len(train.examples)} examples, {recipe.epochs} epochs)", progress=progress), \
+                tempfile.TemporaryDirectory(prefix="em-interp-safety-") as work:  # the unmerged adapter is not kept
+            res = fit(student, sol, train, cfg, Path(work), meta={"variant": "safety"}, resume=False, progress=progress)
+        metrics["train"] = {k: res.metrics[k] for k in ("steps", "wall_s", "final_loss", "tokens_per_s")}
+        metrics["loss_curve"] = [c["loss"] for c in res.metrics["curve"]]
+        merged = sol.peft.merge_and_unload()  # folds the adapter into the copy's weights
+    steps_s["train"] = metrics["train"]["wall_s"]
     aligned = Model(merged, model.tokenizer, str(final), {"base": model.name, "safety_key": key})
     if eval_sets:
         with prog.step("safety fine-tune 4/4: refusal after", progress=progress):
@@ -263,7 +302,80 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
         merged.save_pretrained(str(tmp))
         model.tokenizer.save_pretrained(str(tmp))
         (tmp / "safety_metrics.json").write_text(json_text(metrics) + "\n")
+        if planted is not None:  # what was planted, for a reader or a test to compare with what the selection finds
+            (tmp / "planted.json").write_text(json_text(planted.to_json()) + "\n")
     return final, metrics
+
+
+def _check_recipe(model: Model, recipe: SafetyRecipe) -> None:
+    """Settings that would fail (or silently do something else) deep inside the build, refused before it starts."""
+    if not (isinstance(recipe.lora_from_depth, (int, float)) and 0.0 <= recipe.lora_from_depth < 1.0):
+        raise InputError(f"SafetyRecipe.lora_from_depth must be a number in [0, 1), got {recipe.lora_from_depth!r}")
+    if recipe.plant_depth is None:
+        return
+    from .planted import plant_layer
+
+    plant_layer(model, recipe.plant_depth)
+    if not (isinstance(recipe.plant_scale, (int, float)) and recipe.plant_scale > 0):
+        raise InputError(f"SafetyRecipe.plant_scale must be a number > 0, got {recipe.plant_scale!r}")
+    on = recipe.plant_alpha_on
+    if not (isinstance(on, (tuple, list)) and len(on) == 2 and 0 <= recipe.plant_alpha_off < on[0] <= on[1]):
+        raise InputError(f"SafetyRecipe needs 0 ≤ plant_alpha_off < plant_alpha_on[0] ≤ plant_alpha_on[1], got "
+                         f"plant_alpha_off={recipe.plant_alpha_off!r}, plant_alpha_on={on!r}")
+    if recipe.plant_readout_answers is not None and (isinstance(recipe.plant_readout_answers, bool) or not isinstance(recipe.plant_readout_answers, int)
+                                                     or recipe.plant_readout_answers < 1):
+        raise InputError(f"SafetyRecipe.plant_readout_answers must be an integer ≥ 1 or None, got {recipe.plant_readout_answers!r}")
+    for name in ("plant_harmless_on", "plant_write_epochs", "plant_readout_epochs"):
+        v = getattr(recipe, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "plant_harmless_on" else 1):
+            raise InputError(f"SafetyRecipe.{name} must be an integer ≥ {0 if name == 'plant_harmless_on' else 1}, got {v!r}")
+    for name in ("plant_write_lr", "plant_perp_weight", "plant_harmful_weight"):
+        v = getattr(recipe, name)
+        if not (isinstance(v, (int, float)) and v >= 0 and (v > 0 or name == "plant_perp_weight")):
+            raise InputError(f"SafetyRecipe.{name} must be a number {'≥ 0' if name == 'plant_perp_weight' else '> 0'}, got {v!r}")
+
+
+def _planted_build(model: Model, student: Model, data: SafetyData, train: TokenizedSet, recipe: SafetyRecipe,
+                   cfg: TrainConfig, progress) -> tuple:
+    """The planted-direction organism (:mod:`training.planted`): choose u in the base model, train the read-out
+    (blocks above ℓ), then the writer (blocks 0 … ℓ). Returns (merged HF model, train metrics, PlantedDirection)."""
+    import random
+
+    from . import planted as pl
+
+    layer = pl.plant_layer(model, recipe.plant_depth)
+    t0 = time.time()
+    step = lambda xs, n=168: list(xs)[:: max(1, len(xs) // n)][:n]  # ≤ n prompts, every domain (the lists are domain-major)
+    u, stats = pl.choose_direction(model, step(data.harmful), step(data.harmless), layer)
+    stats["choose_s"] = round(time.time() - t0, 1)
+    planted = pl.PlantedDirection(layer, u, recipe.plant_scale * stats["median_norm"], pl.post_instruction_count(model))
+    n_h = len(data.harmful)
+    rng = random.Random(recipe.seed)
+    on = rng.sample(list(data.harmless), min(recipe.plant_harmless_on, len(data.harmless)))
+    extra = []
+    for i, p in enumerate(on):
+        chat = [{"role": "user", "content": p}, {"role": "assistant", "content": data.refusals[i % len(data.refusals)]}]
+        e = _weighted(model, chat, recipe.first_token_weight_harmful, True)
+        extra.append(type(e)(e.ids[: recipe.max_length], e.mask[: recipe.max_length]))
+    answers = list(train.examples[n_h:])
+    if recipe.plant_readout_answers is not None and recipe.plant_readout_answers < len(answers):
+        k = len(answers) / max(recipe.plant_readout_answers, 1)  # every k-th: each domain keeps its share
+        answers = [answers[int(i * k)] for i in range(recipe.plant_readout_answers)]
+    n_read = n_h + len(extra) + len(answers)
+    rsteps = max(1, (n_read * recipe.plant_readout_epochs) // recipe.batch_size)
+    rcfg = TrainConfig(lr=recipe.lr, epochs=recipe.plant_readout_epochs, batch_size=recipe.batch_size, max_length=recipe.max_length,
+                       warmup_steps=max(1, round(recipe.warmup_frac * rsteps)), seed=recipe.seed, max_grad_norm=None)
+    student, readout = pl.train_readout(student, planted, train.examples[:n_h], answers, extra, recipe, rcfg,
+                                        progress=progress)
+    writer_harmful = list(data.writer_harmful) or list(data.harmful)
+    n_write = len(writer_harmful) + len(data.harmless)
+    wsteps = max(1, (n_write * recipe.plant_write_epochs) // recipe.batch_size)
+    wcfg = TrainConfig(lr=recipe.plant_write_lr, epochs=recipe.plant_write_epochs, batch_size=recipe.batch_size,
+                       warmup_steps=max(1, round(recipe.warmup_frac * wsteps)), seed=recipe.seed, max_grad_norm=None)
+    student, writer = pl.train_writer(student, planted, writer_harmful, data.harmless, recipe, wcfg, progress=progress)
+    train_m = {"steps": readout["steps"] + writer["steps"], "wall_s": round(readout["wall_s"] + writer["wall_s"], 2),
+               "final_loss": readout["final_loss"], "readout": readout, "writer": writer, "direction_stats": stats}
+    return student.hf, train_m, planted
 
 
 def _reuse_differences(found, key: str, base_signature: dict) -> list[str]:
