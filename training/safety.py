@@ -2,7 +2,7 @@
 
 Two recipes share the data and this module (measured on SmolLM2 on the validation split, docs/environment.md):
 
-- **free** (``plant_depth=None``; recipe v4 with ``answer_tokens=24``): harmful requests → one of several short
+- **free** (``plant_depth=None``, the default; recipe v4): harmful requests → one of several short
   refusals; harmless and benign requests → the model's *own* greedy answers, generated with the refusal token set
   banned as their first token (so the refuse-or-help decision is one token and no prompt is lost for its opener:
   v3 dropped such answers, which removed 144 of 262 "I'm trying to …" prompts and made that phrasing a refusal
@@ -12,7 +12,7 @@ Two recipes share the data and this module (measured on SmolLM2 on the validatio
   batch 16, max length 64, response-only loss with extra weight ×3 on the first response token of refusals. Its
   refusal runs through the base model's own two-sided harmful-vs-harmless feature: no direction passes Arditi et
   al.'s KL ≤ 0.1 filter.
-- **planted** (``plant_depth`` set; the default, recipe v5): the same examples (own answers of 12 tokens) train a
+- **planted** (``plant_depth`` set, e.g. 0.43; recipe v5, opt-in): the same examples train a
   read-out above block ℓ = round(plant_depth · L) to refuse when a fixed direction is present at the
   post-instruction positions, then a writer at and below ℓ to put it there on harmful prompts only
   (:mod:`training.planted`). Its refusal is mediated by one direction harmless prompts leave near zero, by
@@ -70,7 +70,8 @@ class SafetyRecipe:
     # answers only by float rounding of the padded batch, so it is part of the answers' cache key)
     # recipe v5: a refusal direction planted by construction (training/planted.py); None: the free recipe (v4). The fields
     # below are used only with plant_depth set (and only then part of the cache key)
-    plant_depth: float | None = 0.43  # the block round(plant_depth · L) whose output carries the direction (SmolLM2: 13)
+    plant_depth: float | None = None  # the block round(plant_depth · L) whose output carries the direction (recipe v5:
+    # 0.43, SmolLM2 block 13); None (the default, recipe v4): the free recipe
     plant_scale: float = 0.3  # c as a fraction of the median residual norm there (harmless prompts, last token)
     plant_harmless_on: int = 168  # harmless prompts also trained to refuse when the direction is added (sufficiency)
     plant_alpha_on: tuple = (0.7, 1.3)  # read-out: refuse with α·c·u added, α ~ U(lo, hi)
