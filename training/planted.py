@@ -131,14 +131,14 @@ def choose_direction(model: Model, harmful: Sequence[str], harmless: Sequence[st
             with torch.no_grad():
                 hs = block_outputs(model, b, range(layer if name == "harmful" else 0, model.n_layers if name == "harmless" else layer + 1))
             n = b["attention_mask"].sum(1)  # [B]
-            rows = torch.arange(len(n))
-            h_last = hs[layer][rows, n - 1].double()  # [B, d]: output of block `layer` at the last prompt token
+            rows = torch.arange(len(n), device=n.device)
+            h_last = hs[layer][rows, n - 1].double().cpu()  # [B, d]: output of block `layer` at the last prompt token
             last[name] += h_last.sum(0)
             if name == "harmless":
                 norms += h_last.norm(dim=-1).tolist()
                 real = b["attention_mask"].bool()  # [B, T]
                 for l in layers:
-                    h = hs[l][real].double()  # [n_real, d]
+                    h = hs[l][real].double().cpu()  # [n_real, d] (the moments stay on the CPU, float64)
                     M += h.T @ h
                     n_rows += h.shape[0]
     diff = last["harmful"] / len(harmful) - last["harmless"] / len(harmless)  # [d]
