@@ -129,7 +129,7 @@ def choose_direction(model: Model, harmful: Sequence[str], harmless: Sequence[st
     for name, prompts in (("harmful", harmful), ("harmless", harmless)):
         for b in _batches(model, prompts, batch_size):
             with torch.no_grad():
-                hs = block_outputs(model, b, range(layer if name == "harmful" else 0, model.n_layers if name == "harmless" else layer + 1))
+                hs = block_outputs(model, b, layers if name == "harmless" else [layer])  # block → [B, T, d]
             n = b["attention_mask"].sum(1)  # [B]
             rows = torch.arange(len(n), device=n.device)
             h_last = hs[layer][rows, n - 1].double().cpu()  # [B, d]: output of block `layer` at the last prompt token
