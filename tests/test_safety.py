@@ -203,6 +203,9 @@ def test_planted_organism_writes_its_direction_on_harmful_prompts_and_keeps_the_
 
     assert planted_check(path, 2.5 * u, ell) == {"layer": ell, "selected_layer": ell, "cosine": pytest.approx(1.0)}
     assert planted_check(tmp_path, u, ell) is None  # nothing planted there
+    for bad in (torch.zeros_like(u), torch.ones(u.numel() + 1)):
+        with pytest.raises(InputError, match="cannot be compared"):
+            planted_check(path, bad, ell)
     shift_harmful = along(org, data.harmful) - along(base, data.harmful)
     shift_harmless = along(org, data.harmless) - along(base, data.harmless)
     assert shift_harmful > 0.5 and abs(shift_harmless) < 0.25, (shift_harmful, shift_harmless)
@@ -212,7 +215,10 @@ def test_planted_organism_writes_its_direction_on_harmful_prompts_and_keeps_the_
                                       "recipe": old}, sort_keys=True).encode()).hexdigest()[:12]
     assert _key(llama, data, free) == want != _key(llama, data, recipe)
     for bad, match in (({"plant_depth": 1.0}, "plant_depth"), ({"plant_depth": 0.9}, "no block is left"),
-                       ({"plant_depth": 0.5, "plant_alpha_off": 0.8}, "plant_alpha_off"), ({"plant_depth": 0.5, "plant_scale": 0}, "plant_scale")):
+                       ({"plant_depth": 0.5, "plant_alpha_off": 0.8}, "plant_alpha_off"), ({"plant_depth": 0.5, "plant_scale": 0}, "plant_scale"),
+                       ({"plant_depth": 0.5, "plant_scale": float("inf")}, "plant_scale"),
+                       ({"plant_depth": 0.5, "plant_alpha_on": ("a", 1.0)}, "plant_alpha_on"),
+                       ({"plant_depth": 0.5, "first_token_weight_harmless": 0.0}, "first_token_weight_harmless")):
         with pytest.raises(InputError, match=match):
             safety_tune(llama, data, is_refusal=_no_refusal, recipe=SafetyRecipe(**bad), out=tmp_path / "bad")
         assert not (tmp_path / "bad").exists()

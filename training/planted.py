@@ -14,7 +14,9 @@ direction that harmless prompts leave at zero, in two stages around the block ``
 2. **Write** (LoRA on blocks ``0 … ℓ``, the read-out merged and frozen): an activation regression makes block ℓ's
    output at the post-instruction positions move by ``c · u`` on harmful prompts and not at all on harmless ones:
    L = mean_p [(Δh_p·u / c − y)² + λ ‖Δh_p − (Δh_p·u) u‖² / c²], Δh = h − h_base, y = 1 harmful / 0 harmless,
-   harmful prompts weighted ``plant_harmful_weight`` (they are the fewer), no gradient clipping.
+   harmful prompts weighted ``plant_harmful_weight``. Neither stage clips gradients (measured: with clipping at 1
+   the writer under-wrote u). The regression constrains only the P post-instruction positions: the writer may
+   move the user's tokens and, in generation, the response tokens freely (the read-out never saw u there).
 
 ``u`` is the unit direction of least second moment of the base model's residual stream (blocks ℓ … L−1, every
 position of the harmless prompts) orthogonal to the base model's harmful-vs-harmless mean difference at (ℓ, last
@@ -86,6 +88,9 @@ def planted_check(model_dir: str | Path, selected: torch.Tensor, layer: int) -> 
     if p is None:
         return None
     s = selected.double().flatten()
+    if s.numel() != p.direction.numel() or not torch.isfinite(s).all() or s.norm() == 0:
+        raise InputError(f"the selected direction ({s.numel()} values) cannot be compared with the {p.direction.numel()}-dim "
+                         f"direction planted in {model_dir}: it must be finite, non-zero and of the same width")
     return {"layer": p.layer, "selected_layer": int(layer), "cosine": float(s @ p.direction.double() / s.norm())}
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -45,6 +46,9 @@ from interp.solutions import LoraAdapter
 
 from .data import TokenizedSet, tokenize_chat
 from .trainer import TrainConfig, fit
+
+
+PLANTED_VERSION = 1  # of the planted recipe's algorithm (training/planted.py); part of a planted organism's key from 2 on
 
 
 @dataclass
@@ -103,6 +107,8 @@ def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
     if spec["plant_depth"] is None:  # the free recipe: the planting fields do not exist for it (v4 keys stay valid)
         for name in [k for k in spec if k.startswith("plant_")]:
             del spec[name]
+    elif PLANTED_VERSION != 1:  # bump it when training/planted.py's algorithm changes (1 is left out: the first builds)
+        spec["planted_version"] = PLANTED_VERSION
     else:
         spec["plant_alpha_on"] = list(spec["plant_alpha_on"])
     payload = {"base": model.name, "seed": model.meta.get("seed"), "data": data.version, "n": [len(data.harmful), len(data.harmless)],
@@ -317,10 +323,15 @@ def _check_recipe(model: Model, recipe: SafetyRecipe) -> None:
     from .planted import plant_layer
 
     plant_layer(model, recipe.plant_depth)
-    if not (isinstance(recipe.plant_scale, (int, float)) and recipe.plant_scale > 0):
-        raise InputError(f"SafetyRecipe.plant_scale must be a number > 0, got {recipe.plant_scale!r}")
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if not (num(recipe.plant_scale) and recipe.plant_scale > 0):
+        raise InputError(f"SafetyRecipe.plant_scale must be a finite number > 0, got {recipe.plant_scale!r}")
+    for name in ("first_token_weight_harmful", "first_token_weight_harmless"):  # the read-out finds the response by them
+        if not (num(getattr(recipe, name)) and getattr(recipe, name) > 0):
+            raise InputError(f"SafetyRecipe.{name} must be a finite number > 0 with plant_depth set, got {getattr(recipe, name)!r}")
     on = recipe.plant_alpha_on
-    if not (isinstance(on, (tuple, list)) and len(on) == 2 and 0 <= recipe.plant_alpha_off < on[0] <= on[1]):
+    if not (isinstance(on, (tuple, list)) and len(on) == 2 and all(map(num, on)) and num(recipe.plant_alpha_off)
+            and 0 <= recipe.plant_alpha_off < on[0] <= on[1]):
         raise InputError(f"SafetyRecipe needs 0 ≤ plant_alpha_off < plant_alpha_on[0] ≤ plant_alpha_on[1], got "
                          f"plant_alpha_off={recipe.plant_alpha_off!r}, plant_alpha_on={on!r}")
     if recipe.plant_readout_answers is not None and (isinstance(recipe.plant_readout_answers, bool) or not isinstance(recipe.plant_readout_answers, int)
@@ -332,7 +343,7 @@ def _check_recipe(model: Model, recipe: SafetyRecipe) -> None:
             raise InputError(f"SafetyRecipe.{name} must be an integer ≥ {0 if name == 'plant_harmless_on' else 1}, got {v!r}")
     for name in ("plant_write_lr", "plant_perp_weight", "plant_harmful_weight"):
         v = getattr(recipe, name)
-        if not (isinstance(v, (int, float)) and v >= 0 and (v > 0 or name == "plant_perp_weight")):
+        if not (num(v) and v >= 0 and (v > 0 or name == "plant_perp_weight")):
             raise InputError(f"SafetyRecipe.{name} must be a number {'≥ 0' if name == 'plant_perp_weight' else '> 0'}, got {v!r}")
 
 
