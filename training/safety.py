@@ -109,8 +109,6 @@ def _key(model: Model, data: SafetyData, recipe: SafetyRecipe) -> str:
             del spec[name]
     elif PLANTED_VERSION != 1:  # bump it when training/planted.py's algorithm changes (1 is left out: the first builds)
         spec["planted_version"] = PLANTED_VERSION
-    else:
-        spec["plant_alpha_on"] = list(spec["plant_alpha_on"])
     payload = {"base": model.name, "seed": model.meta.get("seed"), "data": data.version, "n": [len(data.harmful), len(data.harmless)],
                "recipe": spec}
     if data.writer_harmful and "plant_depth" in spec:  # only the planted recipe reads them
@@ -279,7 +277,7 @@ def safety_tune(model: Model, data: SafetyData, *, is_refusal: Callable[[str], b
     planted = None
     if recipe.plant_depth is not None:
         with prog.step("safety fine-tune 3/4: training (planted direction: read-out, then writer)", progress=progress):
-            merged, metrics["train"], planted = _planted_build(model, student, data, train, recipe, cfg, progress)
+            merged, metrics["train"], planted = _planted_build(model, student, data, train, recipe, progress)
         metrics["planted"] = {k: v for k, v in planted.to_json().items() if k != "direction"}
         metrics["planted"].update(metrics["train"].pop("direction_stats"))
         metrics["loss_curve"] = metrics["train"]["readout"].pop("curve") + metrics["train"]["writer"].pop("curve")
@@ -348,7 +346,7 @@ def _check_recipe(model: Model, recipe: SafetyRecipe) -> None:
 
 
 def _planted_build(model: Model, student: Model, data: SafetyData, train: TokenizedSet, recipe: SafetyRecipe,
-                   cfg: TrainConfig, progress) -> tuple:
+                   progress) -> tuple:
     """The planted-direction organism (:mod:`training.planted`): choose u in the base model, train the read-out
     (blocks above ℓ), then the writer (blocks 0 … ℓ). Returns (merged HF model, train metrics, PlantedDirection)."""
     import random
