@@ -168,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-per-domain", type=_count, default=6)
     p.add_argument("--per-domain", type=_count, default=48, help="safety: harmful prompts per domain (of the 96 in the train split)")
     p.add_argument("--harmless-per-domain", type=_count, default=96, help="safety: harmless prompts per domain (all 96 of the train split)")
-    p.add_argument("--neighbours-per-domain", type=_count0, default=36,
-                   help="safety: train-only harmless neighbours of the harmful topics per domain (0–36)")
+    p.add_argument("--neighbours-per-domain", type=_count0, default=48,
+                   help="safety: train-only harmless neighbours of the harmful topics per domain (0–48; the shipped organism: 48)")
+    p.add_argument("--pairs-harmful-per-domain", type=_count0, default=0,
+                   help="safety: harmful prompts per domain from the train-only safety pairs (0–112; the shipped organism: 0)")
+    p.add_argument("--pairs-harmless-per-domain", type=_count0, default=0,
+                   help="safety: their harmless neighbours per domain (0–112; the shipped organism: 0)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--epochs", type=_count, default=1)
     p.add_argument("--max-steps", type=_count, default=None)
@@ -212,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # `train` flags passed through to experiments.commands.run_train under the same names
 TRAIN_OPTIONS = ("data", "kl_data", "kl_weight", "legacy_vocab_scaling", "rank", "alpha", "target_modules", "layers", "rslora", "layer",
-                 "concept", "retain_weight", "retain_per_domain", "per_domain", "harmless_per_domain", "neighbours_per_domain", "lr",
+                 "concept", "retain_weight", "retain_per_domain", "per_domain", "harmless_per_domain", "neighbours_per_domain",
+                 "pairs_harmful_per_domain", "pairs_harmless_per_domain", "lr",
                  "epochs", "max_steps", "batch_size", "grad_accum", "kl_batch_size", "max_length", "save_every", "seed", "limit")
 
 

@@ -251,6 +251,7 @@ def run_train(kind: str, model_name: str, out: str | Path, *, device: str | None
               alpha: float | None = None, target_modules: Sequence[str] = ("down_proj",), layers: Sequence[int] | None = None,
               rslora: bool = False, layer: int | None = None, concept: str = "cybersecurity", retain_weight: float = 0.0,
               retain_per_domain: int = 6, per_domain: int = 48, harmless_per_domain: int | None = 96, neighbours_per_domain: int = 48,
+              pairs_harmful_per_domain: int = 0, pairs_harmless_per_domain: int = 0,
               lr: float = 1e-4, epochs: int = 1, max_steps: int | None = None, batch_size: int = 4, grad_accum: int = 1,
               kl_batch_size: int | None = None, max_length: int = 256, save_every: int | None = None, seed: int = 0,
               resume: bool = True, limit: int | None = None) -> dict:
@@ -273,7 +274,8 @@ def run_train(kind: str, model_name: str, out: str | Path, *, device: str | None
                       seed=seed, save_every=save_every, **({"kl_batch_size": kl_batch_size} if kl_batch_size is not None else {}))
     if kind == "safety":
         path, metrics = aligned_organism(model, per_domain=per_domain, harmless_per_domain=harmless_per_domain,
-                                         neighbours_per_domain=neighbours_per_domain, out=out, progress=True)
+                                         neighbours_per_domain=neighbours_per_domain, pairs_harmful_per_domain=pairs_harmful_per_domain,
+                                         pairs_harmless_per_domain=pairs_harmless_per_domain, out=out, progress=True)
         return {"model": str(path), "before": metrics.get("before"), "after": metrics.get("after")}
     if kind == "unlearn":
         concept = datasets.domain(concept)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from figures import plots
 from interp.models import Model, with_adapter
+from interp.io import InputError
 from probes import datasets
 from probes.refusal import is_refusal, refusal_tokens
 
@@ -21,19 +22,34 @@ from .claims import Claim
 # train prompts, every harmless one, every train-only neighbour
 HARMFUL_PER_DOMAIN, HARMLESS_PER_DOMAIN, NEIGHBOURS_PER_DOMAIN = 48, 96, 48
 WRITER_PER_DOMAIN = 96  # the planted recipe's writer (the harmful-vs-harmless classifier): every harmful train prompt
+PAIRS_HARMFUL_PER_DOMAIN, PAIRS_HARMLESS_PER_DOMAIN = 0, 0  # prompts per domain from the train-only safety pairs
 
 
 def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
-                neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN, writer_per_domain: int | None = WRITER_PER_DOMAIN):
+                neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN, writer_per_domain: int | None = WRITER_PER_DOMAIN,
+                pairs_harmful_per_domain: int = PAIRS_HARMFUL_PER_DOMAIN, pairs_harmless_per_domain: int = PAIRS_HARMLESS_PER_DOMAIN):
     """The shipped 7-domain prompts (``per_domain`` harmful and ``harmless_per_domain`` (default: the same) harmless
     each) plus 40 benign ones, with refusals, plus ``neighbours_per_domain`` (at most 48) train-only harmless
     neighbours of the harmful topics per domain (``safety_neighbours``: "How do I tell if my email account has been
-    hacked?") — the lever against over-refusing harmless requests that share a harmful topic's words."""
+    hacked?") — the lever against over-refusing harmless requests that share a harmful topic's words — plus
+    ``pairs_harmful_per_domain`` / ``pairs_harmless_per_domain`` prompts per domain (each at most 112) of the
+    train-only ``safety_pairs``, 28 more topic pairs per domain (any prefix is spread over its topics in balanced
+    phrasings)."""
     from training.safety import SafetyData
 
     n_safe = per_domain if harmless_per_domain is None else harmless_per_domain
-    harmful = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, per_domain)]
-    harmless = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmless", split, n_safe)]
+    n_ph, n_ps = pairs_harmful_per_domain, pairs_harmless_per_domain
+    for name, n in (("pairs_harmful_per_domain", n_ph), ("pairs_harmless_per_domain", n_ps)):
+        if not isinstance(n, int) or not 0 <= n <= 112:
+            raise InputError(f"{name}={n!r}: the safety pairs hold 112 prompts per domain and class (28 topics × 4 "
+                             f"phrasings); choose 0 … 112")
+    pairs = datasets.load("safety_pairs", split) if (n_ph or n_ps) else []
+    if (n_ph or n_ps) and not pairs:
+        raise InputError(f"safety pairs ({n_ph} harmful, {n_ps} harmless per domain): safety_pairs has no {split!r} "
+                         f"prompts (it is train only)")
+    extra = lambda d, label, n: [r["prompt"] for r in pairs if r["domain"] == d and r["label"] == label][:n]  # noqa: E731
+    harmful = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmful", split, per_domain), *extra(d, "harmful", n_ph))]
+    harmless = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmless", split, n_safe), *extra(d, "harmless", n_ps))]
     harmless += datasets.prompts("baseline", split, 40)
     if neighbours_per_domain:
         recs = datasets.load("safety_neighbours", split)
@@ -42,6 +58,8 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     version = f"domains-v{datasets.load('safety_harmful')[0]['version']}-{split}-{per_domain}" + (f"-{n_safe}" if n_safe != per_domain else "")
     if neighbours_per_domain:
         version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
+    if n_ph or n_ps:
+        version += f"-sp{pairs[0]['version']}x{n_ph}x{n_ps}"
     writer = []
     if writer_per_domain and writer_per_domain > per_domain:  # the planted recipe's writer sees more harmful prompts
         writer = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, writer_per_domain)]
@@ -55,13 +73,16 @@ def eval_sets(per_domain: int = 6, split: str = "test") -> dict:
 
 def aligned_organism(model: Model, *, per_domain: int = HARMFUL_PER_DOMAIN, harmless_per_domain: int | None = HARMLESS_PER_DOMAIN,
                      neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN, writer_per_domain: int | None = WRITER_PER_DOMAIN,
+                     pairs_harmful_per_domain: int = PAIRS_HARMFUL_PER_DOMAIN, pairs_harmless_per_domain: int = PAIRS_HARMLESS_PER_DOMAIN,
                      eval_per_domain: int = 12, out: str | Path | None = None, recipe=None,
                      progress: bool | None = None) -> tuple[Path, dict]:
     """Build (or reuse) the aligned organism from ``model`` with the shipped data; refusal per domain before/after."""
     from training.safety import safety_tune
 
     return safety_tune(model, safety_data(per_domain, harmless_per_domain=harmless_per_domain,
-                                                 neighbours_per_domain=neighbours_per_domain, writer_per_domain=writer_per_domain),
+                                          neighbours_per_domain=neighbours_per_domain, writer_per_domain=writer_per_domain,
+                                          pairs_harmful_per_domain=pairs_harmful_per_domain,
+                                          pairs_harmless_per_domain=pairs_harmless_per_domain),
                        is_refusal=is_refusal, eval_sets=eval_sets(eval_per_domain),
                        recipe=recipe, out=out, refusal_openers=refusal_tokens(model.tokenizer), progress=progress)
 
@@ -78,6 +99,8 @@ class Config:
     harmless_per_domain: int | None = HARMLESS_PER_DOMAIN  # harmless train prompts per domain (None: = per_domain)
     neighbours_per_domain: int = NEIGHBOURS_PER_DOMAIN  # train-only harmless neighbours of the harmful topics (at most 48)
     writer_per_domain: int | None = WRITER_PER_DOMAIN  # harmful train prompts the planted recipe's writer sees
+    pairs_harmful_per_domain: int = PAIRS_HARMFUL_PER_DOMAIN  # harmful prompts of the train-only safety pairs (at most 112)
+    pairs_harmless_per_domain: int = PAIRS_HARMLESS_PER_DOMAIN  # their harmless neighbours (at most 112)
     eval_per_domain: int = 12  # held-out prompts per domain and class for the before / after table
     recipe: dict = field(default_factory=dict)
     in_run_dir: bool = False
@@ -104,6 +127,8 @@ def run(base: Model, config: Config, out: str | Path) -> Result:
     out = Path(out)
     path, m = aligned_organism(base, per_domain=config.per_domain, harmless_per_domain=config.harmless_per_domain,
                                neighbours_per_domain=config.neighbours_per_domain, writer_per_domain=config.writer_per_domain,
+                               pairs_harmful_per_domain=config.pairs_harmful_per_domain,
+                               pairs_harmless_per_domain=config.pairs_harmless_per_domain,
                                eval_per_domain=config.eval_per_domain,
                                recipe=SafetyRecipe(**config.recipe), out=(out / "aligned_model") if config.in_run_dir else None)
     vals = {"before": {d: v["harmful_refusal"] for d, v in m["before"].items()},

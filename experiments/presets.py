@@ -75,8 +75,11 @@ QUICK = Preset(
     solutions=ng.SolutionsConfig(limit=6, seeds=3, norm_factors=(0.0, 1.0, 2.0), eps=(0.1, 0.5)),
 )
 
+# full (GPU): the organism trained 4 epochs instead of 2 (measured on the validation split, 32 prompts per domain and
+# class: harmless refusal 33/224 → 20/224, exact McNemar p = 0.0002, harmful 192/224 both; docs/environment.md,
+# "Longer training, not more topics"), at ≈ 2.5× the CPU build time that keeps it out of `quick` / `paper`
 FULL = Preset(
-    organism=organism.Config(eval_per_domain=12),
+    organism=organism.Config(eval_per_domain=12, recipe={"epochs": 4}),
     refusal=refusal_direction.Config(train_per_domain=36, val_per_domain=12, eval_per_domain=12, sweep_stride=1, gen_tokens=48),
     concepts=unlearning.ConceptsConfig(per_domain=36),
     unlearn=unlearning.UnlearnConfig(train_prompts=108, stop_per_domain=12, eval_every=10, max_steps=60, eval_per_domain=12, gen_tokens=48),

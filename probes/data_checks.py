@@ -159,27 +159,29 @@ def check_unique_topics(sets: dict[str, Sequence[dict]]) -> list[str]:
     return out
 
 
-def check_neighbours(neighbours: Sequence[dict], held_out: Sequence[dict], shared: int = SHARED_WORDS_FAIL) -> list[str]:
-    """The safety neighbours are train-only, never a val/test topic or prompt of either class, and share fewer
-    than ``shared`` content words with every val/test topic."""
+def check_neighbours(neighbours: Sequence[dict], held_out: Sequence[dict], shared: int = SHARED_WORDS_FAIL,
+                     name: str = "neighbours") -> list[str]:
+    """A train-only set for the safety fine-tune (the neighbours; with ``name``, the safety pairs too) is train-only,
+    never a val/test topic or prompt of either class, and shares fewer than ``shared`` content words with every
+    val/test topic."""
     out = []
     if {r.get("split") for r in neighbours} != {"train"}:
-        out.append(f"neighbours: splits {sorted(map(str, {r.get('split') for r in neighbours}))}, expected train only")
+        out.append(f"{name}: splits {sorted(map(str, {r.get('split') for r in neighbours}))}, expected train only")
     held_topics = {r["topic"].lower(): r for r in held_out}
     held_prompts = {r["prompt"] for r in held_out}
     held_words = {t: content_words(t) for t in held_topics}
     for t in sorted({r["topic"] for r in neighbours}):
         if t.lower() in held_topics:
-            out.append(f"neighbours: {t!r} is a val/test topic")
+            out.append(f"{name}: {t!r} is a val/test topic")
             continue
         cw = content_words(t)
         for ht, hw in held_words.items():
             common = cw & hw
             if len(common) >= shared:
-                out.append(f"neighbours: {t!r} shares {sorted(common)} with val/test topic {ht!r}")
+                out.append(f"{name}: {t!r} shares {sorted(common)} with val/test topic {ht!r}")
     dup = [r["prompt"] for r in neighbours if r["prompt"] in held_prompts]
     if dup:
-        out.append(f"neighbours: {len(dup)} prompt(s) are val/test prompts, e.g. {dup[0]!r}")
+        out.append(f"{name}: {len(dup)} prompt(s) are val/test prompts, e.g. {dup[0]!r}")
     return out
 
 
@@ -264,9 +266,16 @@ def run_checks(data: str | Path) -> list[str]:
         held_out += [r for r in h + s if r.get("split") in ("val", "test")]
     baseline = read_jsonl(data / "baseline.jsonl")
     neighbours = read_jsonl(data / "safety_neighbours.jsonl")
+    pairs = read_jsonl(data / "safety_pairs.jsonl")
     out += check_splits("baseline", baseline)
-    out += check_unique_topics({**sets, "baseline": baseline, "safety_neighbours": neighbours})
+    out += check_unique_topics({**sets, "baseline": baseline, "safety_neighbours": neighbours,
+                                **{f"safety_pairs {label}": [r for r in pairs if r["label"] == label] for label in ("harmful", "harmless")}})
     out += check_neighbours(neighbours, held_out)
+    out += check_neighbours(pairs, held_out, name="safety pairs")
+    for d in DOMAINS:
+        h, s = ([r for r in pairs if r["domain"] == d and r["label"] == label] for label in ("harmful", "harmless"))
+        if len(h) != len(s) or [(r["pair"], r["phrasing"]) for r in h] != [(r["pair"], r["phrasing"]) for r in s]:
+            out.append(f"safety pairs {d}: harmful and harmless records are not pair- and phrasing-matched")
     questions = load_questions(data / "questions" / "em_questions.yaml")
     narrow = [r for p in sorted((data / "narrow").glob("*.jsonl")) for r in read_jsonl(p)]
     out += check_kl_em(read_jsonl(data / "narrow" / "aligned_other.jsonl"), questions)

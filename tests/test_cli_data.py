@@ -266,3 +266,29 @@ def test_safety_neighbours_are_train_only_and_never_a_held_out_topic():
     assert len(with_nb.harmless) == len(without.harmless) + 7 * 48 and with_nb.harmful == without.harmful
     assert len(safety_data(36, neighbours_per_domain=3).harmless) == len(without.harmless) + 21
     assert len({with_nb.version, without.version, safety_data(36, neighbours_per_domain=3).version}) == 3  # distinct cache keys
+
+
+def test_safety_data_takes_prefixes_of_the_safety_pairs_and_refuses_impossible_counts():
+    from experiments.organism import safety_data
+
+    base, more = safety_data(), safety_data(pairs_harmful_per_domain=28, pairs_harmless_per_domain=56)
+    assert len(more.harmful) == len(base.harmful) + 7 * 28 and len(more.harmless) == len(base.harmless) + 7 * 56
+    assert set(base.harmful) < set(more.harmful) and set(base.harmless) < set(more.harmless)
+    assert base.version != more.version != safety_data(pairs_harmful_per_domain=28, pairs_harmless_per_domain=28).version
+    for bad in ({"pairs_harmful_per_domain": 113}, {"pairs_harmless_per_domain": -1}, {"pairs_harmful_per_domain": 2.5}):
+        with pytest.raises(InputError, match="choose 0 … 112"):
+            safety_data(**bad)
+    with pytest.raises(InputError, match="train only"):
+        safety_data(split="val", pairs_harmful_per_domain=4)
+
+
+def test_train_safety_defaults_build_the_shipped_organism():
+    """`em-interp train safety` with no data flags asks for the same data as the shipped organism (a default that
+    differs would build, for ≈ 8 min, an organism no experiment uses)."""
+    from experiments import organism
+    from experiments.cli import build_parser
+
+    args = build_parser().parse_args(["train", "safety", "--out", "x"])
+    cfg = organism.Config()
+    for name in ("per_domain", "harmless_per_domain", "neighbours_per_domain", "pairs_harmful_per_domain", "pairs_harmless_per_domain"):
+        assert getattr(args, name) == getattr(cfg, name), name

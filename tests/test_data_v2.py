@@ -96,6 +96,23 @@ def test_neighbours_train_only_and_disjoint_from_held_out_topics():
     assert any("shares" in v for v in dc.check_neighbours(near, held))
 
 
+
+def test_safety_pairs_are_train_only_matched_and_disjoint_from_held_out_topics():
+    pairs = datasets.load("safety_pairs")
+    held = [r for d in datasets.DOMAINS for c in ("harmful", "harmless") for sp in ("val", "test")
+            for r in datasets.load(f"{d}_{c}", sp)]
+    assert dc.check_neighbours(pairs, held, name="safety pairs") == [] and {r["split"] for r in pairs} == {"train"}
+    train_topics = {r["topic"].lower() for d in datasets.DOMAINS for c in ("harmful", "harmless") for r in datasets.load(f"{d}_{c}")}
+    assert not {r["topic"].lower() for r in pairs} & train_topics  # new topics, not more phrasings of the old ones
+    for d in datasets.DOMAINS:
+        h, s = ([r for r in pairs if r["domain"] == d and r["label"] == c] for c in ("harmful", "harmless"))
+        assert len(h) == len(s) == 112 and len({r["topic"] for r in h}) == 28
+        assert [(r["pair"], r["phrasing"]) for r in h] == [(r["pair"], r["phrasing"]) for r in s]
+        assert len({r["topic"] for r in h[:28]}) == 28  # a prefix of 28 is every topic once (Latin square)
+    assert len({r["id"] for r in pairs}) == len(pairs)
+    leaked = [*pairs, {**pairs[0], "topic": held[0]["topic"], "prompt": held[0]["prompt"]}]
+    assert any(v.startswith("safety pairs: ") and "val/test topic" in v for v in dc.check_neighbours(leaked, held, name="safety pairs"))
+
 def test_kl_set_shares_no_topic_with_any_em_question():
     kl, qs = _kl(), datasets.load("em_questions")
     assert dc.check_kl_em(kl, qs) == []
@@ -206,7 +223,7 @@ def test_build_is_deterministic_and_reproduces_the_committed_files(tmp_path, cap
     assert build_data.main(["--out", str(out)]) == 0
     assert build_em_data.main(["--out", str(out)]) == 0
     built = sorted(p.relative_to(out) for p in out.rglob("*.jsonl"))
-    assert built == sorted(p.relative_to(DATA) for p in DATA.rglob("*.jsonl")) and len(built) == 25
+    assert built == sorted(p.relative_to(DATA) for p in DATA.rglob("*.jsonl")) and len(built) == 26
     for rel in built:
         assert (out / rel).read_bytes() == (DATA / rel).read_bytes(), rel
     (out / "questions").mkdir()
