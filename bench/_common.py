@@ -76,10 +76,25 @@ def machine(device: str | None = None) -> dict:
     return out
 
 
+def commit() -> str | None:
+    """The measured code: the repository's short commit, with ``+dirty`` if tracked files differ from it (None outside
+    a git checkout)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def finish(out: str | Path, result: dict, *, device: str | None = None) -> None:
-    """Add machine and versions, write ``out`` (JSON, atomically) and print the top-level ratios."""
+    """Add machine, versions and the measured commit, write ``out`` (JSON, atomically) and print the top-level ratios."""
     from interp.io import versions, write_json
 
-    result = {**result, "machine": machine(device), "versions": versions()}
+    result = {**result, "machine": machine(device), "versions": versions(), "commit": commit()}
     write_json(out, result)
     print(json.dumps({k: round(v, 3) for k, v in result.items() if isinstance(v, float)}, indent=2))
