@@ -77,15 +77,15 @@ def machine(device: str | None = None) -> dict:
 
 
 def commit() -> str | None:
-    """The measured code: the repository's short commit, with ``+dirty`` if tracked files differ from it (None outside
-    a git checkout)."""
+    """The measured code: the repository's short commit, with ``+dirty`` if tracked files other than
+    ``bench/results/`` differ from it (None outside a git checkout)."""
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()  # results being written are not code
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
