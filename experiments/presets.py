@@ -77,7 +77,7 @@ QUICK = Preset(
 
 # full (GPU): the organism trained 4 epochs instead of 2 (measured on the validation split, 32 prompts per domain and
 # class: harmless refusal 33/224 → 20/224, exact McNemar p = 0.0002, harmful 192/224 both; docs/environment.md,
-# "Longer training, not more topics"), at ≈ 2.5× the CPU build time that keeps it out of `quick` / `paper`
+# "Longer training, not more topics"), at twice the steps, which keeps it out of `quick` / `paper` on a CPU
 FULL = Preset(
     organism=organism.Config(eval_per_domain=12, recipe={"epochs": 4}),
     refusal=refusal_direction.Config(train_per_domain=36, val_per_domain=12, eval_per_domain=12, sweep_stride=1, gen_tokens=48),
