@@ -269,6 +269,11 @@ def run_train(kind: str, model_name: str, out: str | Path, *, device: str | None
     if kind in ("lora", "steering-vector"):  # resolved before the model loads: a bad spec costs nothing
         chats["data"] = datasets.resolve(data, split="train", limit=limit)
         chats["kl"] = datasets.resolve(kl_data, split="train", limit=limit) if kl_data else None
+    if kind == "safety":  # the data too is checked before the model loads
+        from .organism import safety_data
+
+        safety_data(per_domain, harmless_per_domain=harmless_per_domain, neighbours_per_domain=neighbours_per_domain,
+                    pairs_harmful_per_domain=pairs_harmful_per_domain, pairs_harmless_per_domain=pairs_harmless_per_domain)
     model = load_model(model_name, device=device)
     cfg = TrainConfig(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                       seed=seed, save_every=save_every, **({"kl_batch_size": kl_batch_size} if kl_batch_size is not None else {}))

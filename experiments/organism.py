@@ -6,6 +6,7 @@ and the aligned organism")."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     n_safe = per_domain if harmless_per_domain is None else harmless_per_domain
     n_ph, n_ps = pairs_harmful_per_domain, pairs_harmless_per_domain
     for name, n in (("pairs_harmful_per_domain", n_ph), ("pairs_harmless_per_domain", n_ps)):
-        if not isinstance(n, int) or not 0 <= n <= 112:
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 112:
             raise InputError(f"{name}={n!r}: the safety pairs hold 112 prompts per domain and class (28 topics × 4 "
                              f"phrasings); choose 0 … 112")
     pairs = datasets.load("safety_pairs", split) if (n_ph or n_ps) else []
@@ -58,8 +59,9 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     version = f"domains-v{datasets.load('safety_harmful')[0]['version']}-{split}-{per_domain}" + (f"-{n_safe}" if n_safe != per_domain else "")
     if neighbours_per_domain:
         version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
-    if n_ph or n_ps:
-        version += f"-sp{pairs[0]['version']}x{n_ph}x{n_ps}"
+    if n_ph or n_ps:  # with the prompts' digest: the set was revised once under the same data version
+        taken = [p for d in datasets.DOMAINS for p in (*extra(d, "harmful", n_ph), *extra(d, "harmless", n_ps))]
+        version += f"-sp{pairs[0]['version']}x{n_ph}x{n_ps}-{hashlib.sha256(chr(10).join(taken).encode()).hexdigest()[:8]}"
     writer = []
     if writer_per_domain and writer_per_domain > per_domain:  # the planted recipe's writer sees more harmful prompts
         writer = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, writer_per_domain)]

@@ -159,6 +159,9 @@ def check_unique_topics(sets: dict[str, Sequence[dict]]) -> list[str]:
     return out
 
 
+SAFETY_PAIRS_PER_DOMAIN = 112  # 28 topic pairs × 4 phrasings per domain and class
+
+
 def check_neighbours(neighbours: Sequence[dict], held_out: Sequence[dict], shared: int = SHARED_WORDS_FAIL,
                      name: str = "neighbours") -> list[str]:
     """A train-only set for the safety fine-tune (the neighbours; with ``name``, the safety pairs too) is train-only,
@@ -274,7 +277,9 @@ def run_checks(data: str | Path) -> list[str]:
     out += check_neighbours(pairs, held_out, name="safety pairs")
     for d in DOMAINS:
         h, s = ([r for r in pairs if r["domain"] == d and r["label"] == label] for label in ("harmful", "harmless"))
-        if len(h) != len(s) or [(r["pair"], r["phrasing"]) for r in h] != [(r["pair"], r["phrasing"]) for r in s]:
+        if len(h) != SAFETY_PAIRS_PER_DOMAIN or len(s) != SAFETY_PAIRS_PER_DOMAIN:
+            out.append(f"safety pairs {d}: {len(h)} harmful / {len(s)} harmless records, expected {SAFETY_PAIRS_PER_DOMAIN} each")
+        elif [(r["pair"], r["phrasing"]) for r in h] != [(r["pair"], r["phrasing"]) for r in s]:
             out.append(f"safety pairs {d}: harmful and harmless records are not pair- and phrasing-matched")
     questions = load_questions(data / "questions" / "em_questions.yaml")
     narrow = [r for p in sorted((data / "narrow").glob("*.jsonl")) for r in read_jsonl(p)]

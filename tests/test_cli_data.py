@@ -292,3 +292,11 @@ def test_train_safety_defaults_build_the_shipped_organism():
     cfg = organism.Config()
     for name in ("per_domain", "harmless_per_domain", "neighbours_per_domain", "pairs_harmful_per_domain", "pairs_harmless_per_domain"):
         assert getattr(args, name) == getattr(cfg, name), name
+
+
+def test_train_safety_refuses_impossible_safety_pair_counts_before_loading_a_model(monkeypatch, capsys, tmp_path):
+    import experiments.commands as commands
+
+    monkeypatch.setattr(commands, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the data was checked"))
+    assert main(["train", "safety", "--pairs-harmful-per-domain", "113", "--out", str(tmp_path / "o")]) == 2
+    assert "pairs_harmful_per_domain=113" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -237,6 +237,10 @@ def test_build_is_deterministic_and_reproduces_the_committed_files(tmp_path, cap
     assert build_data.main(["--check", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "sizes: bias_harmless has 0 test topics" in err and "splits: bias_harmless: no records in split(s) ['test']" in err
+    pairs = read_jsonl(out / "safety_pairs.jsonl")  # a truncated safety-pairs file is caught too
+    build_data.write_versioned(out / "safety_pairs.jsonl", [{k: v for k, v in r.items() if k != "version"} for r in pairs
+                                                            if r["domain"] != "privacy"], "2")
+    assert "safety pairs privacy: 0 harmful / 0 harmless records, expected 112 each" in dc.run_checks(out)
 
 
 def test_phrasing_agreement_runs_on_a_tiny_model():
