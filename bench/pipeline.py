@@ -115,7 +115,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="em-interp-pipeline-"))
     env = {**os.environ, "EM_INTERP_CACHE": str(work / "cache")}
     result: dict = {"workload": {"demo_preset": args.demo_preset, "paper_preset": None if args.skip_paper else args.paper_preset,
-                                 "fresh_clone": args.fresh_clone}, "commit": _commit()}
+                                 "fresh_clone": args.fresh_clone}}  # _common.finish adds the commit
     earlier = reused_paper(args.paper_preset, *args.paper_from) if args.paper_from else None
     try:
         cli = [sys.executable, "-m", _cli_module()]
@@ -192,13 +192,6 @@ def reused_paper(preset: str, result_json: str, run_dir: str) -> dict:
     return {"paper_cached_s": earlier["paper_cached_s"], "paper_cached": earlier.get("paper_cached"),
             "paper_source": {"result": Path(result_json).name, "commit": earlier.get("commit"), "stage_keys": keys,
                              "note": "measured by an earlier run of this script; every stage key equals the current preset's"}}
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _cli_module() -> str:

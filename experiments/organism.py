@@ -14,6 +14,7 @@ from figures import plots
 from interp.models import Model, with_adapter
 from interp.io import InputError
 from probes import datasets
+from probes.data_checks import SAFETY_PAIRS_PER_DOMAIN
 from probes.refusal import is_refusal, refusal_tokens
 
 from .claims import Claim
@@ -41,16 +42,18 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     n_safe = per_domain if harmless_per_domain is None else harmless_per_domain
     n_ph, n_ps = pairs_harmful_per_domain, pairs_harmless_per_domain
     for name, n in (("pairs_harmful_per_domain", n_ph), ("pairs_harmless_per_domain", n_ps)):
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 112:
-            raise InputError(f"{name}={n!r}: the safety pairs hold 112 prompts per domain and class (28 topics × 4 "
-                             f"phrasings); choose 0 … 112")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= SAFETY_PAIRS_PER_DOMAIN:
+            raise InputError(f"{name}={n!r}: the safety pairs hold {SAFETY_PAIRS_PER_DOMAIN} prompts per domain and class "
+                             f"(28 topics × 4 phrasings); choose 0 … {SAFETY_PAIRS_PER_DOMAIN}")
     pairs = datasets.load("safety_pairs", split) if (n_ph or n_ps) else []
     if (n_ph or n_ps) and not pairs:
         raise InputError(f"safety pairs ({n_ph} harmful, {n_ps} harmless per domain): safety_pairs has no {split!r} "
                          f"prompts (it is train only)")
-    extra = lambda d, label, n: [r["prompt"] for r in pairs if r["domain"] == d and r["label"] == label][:n]  # noqa: E731
-    harmful = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmful", split, per_domain), *extra(d, "harmful", n_ph))]
-    harmless = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmless", split, n_safe), *extra(d, "harmless", n_ps))]
+    # (domain, label) → the first n prompts in file order (a prefix spans the topics in balanced phrasings)
+    extra = {(d, label): [r["prompt"] for r in pairs if r["domain"] == d and r["label"] == label][:n]
+             for d in datasets.DOMAINS for label, n in (("harmful", n_ph), ("harmless", n_ps))}
+    harmful = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmful", split, per_domain), *extra[d, "harmful"])]
+    harmless = [p for d in datasets.DOMAINS for p in (*datasets.prompts(f"{d}_harmless", split, n_safe), *extra[d, "harmless"])]
     harmless += datasets.prompts("baseline", split, 40)
     if neighbours_per_domain:
         recs = datasets.load("safety_neighbours", split)
@@ -60,8 +63,8 @@ def safety_data(per_domain: int = HARMFUL_PER_DOMAIN, split: str = "train", harm
     if neighbours_per_domain:
         version += f"-nb{datasets.load('safety_neighbours')[0]['version']}" + (f"x{neighbours_per_domain}" if neighbours_per_domain != 36 else "")
     if n_ph or n_ps:  # with the prompts' digest: the set was revised once under the same data version
-        taken = [p for d in datasets.DOMAINS for p in (*extra(d, "harmful", n_ph), *extra(d, "harmless", n_ps))]
-        version += f"-sp{pairs[0]['version']}x{n_ph}x{n_ps}-{hashlib.sha256(chr(10).join(taken).encode()).hexdigest()[:8]}"
+        taken = "\n".join(p for prompts in extra.values() for p in prompts)
+        version += f"-sp{pairs[0]['version']}x{n_ph}x{n_ps}-{hashlib.sha256(taken.encode()).hexdigest()[:8]}"
     writer = []
     if writer_per_domain and writer_per_domain > per_domain:  # the planted recipe's writer sees more harmful prompts
         writer = [p for d in datasets.DOMAINS for p in datasets.prompts(f"{d}_harmful", split, writer_per_domain)]

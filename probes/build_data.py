@@ -644,6 +644,7 @@ SAFETY_PAIRS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+
 def _render(items: list[tuple[int, str]], domain: str, label: str, split: str) -> list[dict]:
     """Every (pair index, topic) in every phrasing, in Latin-square order: round r gives the j-th item phrasing
     (j + r) mod 4, so any prefix is balanced in phrasing and spread over topics."""

@@ -96,7 +96,6 @@ def test_neighbours_train_only_and_disjoint_from_held_out_topics():
     assert any("shares" in v for v in dc.check_neighbours(near, held))
 
 
-
 def test_safety_pairs_are_train_only_matched_and_disjoint_from_held_out_topics():
     pairs = datasets.load("safety_pairs")
     held = [r for d in datasets.DOMAINS for c in ("harmful", "harmless") for sp in ("val", "test")
@@ -112,6 +111,7 @@ def test_safety_pairs_are_train_only_matched_and_disjoint_from_held_out_topics()
     assert len({r["id"] for r in pairs}) == len(pairs)
     leaked = [*pairs, {**pairs[0], "topic": held[0]["topic"], "prompt": held[0]["prompt"]}]
     assert any(v.startswith("safety pairs: ") and "val/test topic" in v for v in dc.check_neighbours(leaked, held, name="safety pairs"))
+
 
 def test_kl_set_shares_no_topic_with_any_em_question():
     kl, qs = _kl(), datasets.load("em_questions")
