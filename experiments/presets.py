@@ -77,7 +77,8 @@ QUICK = Preset(
 
 # full (GPU): the organism trained 4 epochs instead of 2 (measured on the validation split, 32 prompts per domain and
 # class: harmless refusal 33/224 → 20/224, exact McNemar p = 0.0002, harmful 192/224 both; docs/environment.md,
-# "Longer training, not more topics"), at twice the steps, which keeps it out of `quick` / `paper` on a CPU
+# "Longer training, not more topics"), at twice the steps, which keeps it out of `quick` / `paper` on a CPU; its
+# generic-prose loss is +0.194 [+0.181, +0.208] nats/token above v4's (48 test paragraphs), no answer degenerate
 FULL = Preset(
     organism=organism.Config(eval_per_domain=12, recipe={"epochs": 4}),
     refusal=refusal_direction.Config(train_per_domain=36, val_per_domain=12, eval_per_domain=12, sweep_stride=1, gen_tokens=48),
