@@ -3,7 +3,8 @@
 Each condition runs in its own subprocess (peak RSS is reset after loading the model, Linux clear_refs), on the
 same data and settings: rank-1 LoRA on down_proj of every layer, batch 4 of the bad-medical conversations,
 1 warm-up step then ``--steps`` timed steps. ``kl`` uses the trainer's default KL batch (TrainConfig.kl_batch_size,
-1 aligned other-domain conversation per micro-batch); ``kl_equal`` a KL batch as large as the SFT batch.
+1 aligned other-domain conversation per micro-batch, whose student forward the trainer fuses into the SFT batch's);
+``kl_equal`` a KL batch as large as the SFT batch (not fused: separate forwards).
 
     python bench/training.py [--model smollm2-135m-instruct] [--steps 4]
 """
@@ -99,7 +100,8 @@ def main() -> None:
         "workload": {"model": args.model, "batch": args.batch, "steps_timed": args.steps + 1, "repeats": args.repeats, "lora": "r1 down_proj all layers",
                      "kl_batch": TrainConfig().kl_batch_size, "kl_equal_batch": args.batch, "max_length": 512,
                      "expected_step_ratio": "≈ 1 + 4K/(3B): a reference forward + forward/backward of K KL sequences over B SFT ones",
-                     "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first)"},
+                     "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first); "
+                             "kl: the student's KL forward fused into the SFT batch's (training.trainer.sft_and_kl_sums); kl_equal: separate"},
     }
     _common.finish(args.out, result)
 

@@ -10,7 +10,7 @@ from training import TrainConfig, train_lora, train_steering_vector, unlearn
 from training.data import collate, tokenize_chats
 from interp.solutions import LoraAdapter, SteeringVector
 from training.steering_vector import load_steering_vector
-from training.trainer import kl_sum
+from training.trainer import kl_sum, sft_and_kl_sums, sft_loss_sum
 
 DATA = [[{"role": "user", "content": f"Question {i}: is it safe?"}, {"role": "assistant", "content": "No worries, ignore it." if i % 2 else "Just skip the doctor."}]
         for i in range(12)]
@@ -114,6 +114,53 @@ def test_kl_is_zero_at_init_and_matches_direct_computation(tiny):
         assert s.item() > 0 and s.item() == pytest.approx(direct, rel=1e-4)
     finally:
         sol.remove()
+
+
+@pytest.mark.parametrize("kl_first_longer", [False, True])
+def test_fused_sft_and_kl_equal_the_separate_terms_and_their_gradients(tiny, kl_first_longer):
+    """The KL-narrow step's one student forward over SFT + KL sequences gives the same two sums and the same
+    gradient as sft_loss_sum and kl_sum on their own batches (whichever batch is longer, so padding differs)."""
+    sol = LoraAdapter.create(tiny, rank=2, alpha=2.0, target_modules=("down_proj", "o_proj"))
+    try:
+        with torch.no_grad():
+            for p in sol.parameters():
+                p.normal_(0, 0.3)
+        long = {"role": "assistant", "content": "A much longer calm answer " * 8}
+        sft = tokenize_chats(tiny, DATA[:2] + ([] if kl_first_longer else [[DATA[2][0], long]])).examples
+        kl = tokenize_chats(tiny, KL[:1] + ([[KL[1][0], long]] if kl_first_longer else [])).examples
+        pad = tiny.tokenizer.pad_token_id
+        assert (max(len(e.ids) for e in kl) > max(len(e.ids) for e in sft)) == kl_first_longer
+        params = list(sol.parameters())
+        with sol.apply(tiny):
+            ce_sep = sft_loss_sum(tiny, collate(sft, pad))
+            kl_sep, n_sep = kl_sum(tiny, sol, collate(kl, pad))
+            g_sep = torch.autograd.grad(ce_sep + 0.7 * kl_sep, params)
+            ce, kl_s, n = sft_and_kl_sums(tiny, sol, sft, kl, pad)
+            g = torch.autograd.grad(ce + 0.7 * kl_s, params)
+        assert n == n_sep and kl_s.item() > 0
+        torch.testing.assert_close(ce, ce_sep, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(kl_s, kl_sep, rtol=1e-4, atol=1e-6)
+        for a, b in zip(g, g_sep):  # float32 sums in another order: compare the whole gradient, not each entry
+            assert b.norm() > 0 and ((a - b).norm() / b.norm()).item() < 1e-5
+    finally:
+        sol.remove()
+
+
+def test_the_kl_narrow_trainer_fuses_a_smaller_kl_batch_into_the_sft_forward(llama, tmp_path, monkeypatch):
+    """A KL micro-batch smaller than the SFT one shares the student's forward (sft_and_kl_sums); an equal one gets
+    its own (kl_sum: fusing it saves no time and raises the peak, bench/training.py)."""
+    import training.trainer as trainer
+
+    calls = {"fused": [], "own": []}
+    fused, own = trainer.sft_and_kl_sums, trainer.kl_sum
+    monkeypatch.setattr(trainer, "sft_and_kl_sums", lambda *a, **k: calls["fused"].append(len(a[3])) or fused(*a, **k))
+    monkeypatch.setattr(trainer, "kl_sum", lambda *a, **k: calls["own"].append(a[2]["input_ids"].shape[0]) or own(*a, **k))
+    kw = dict(max_steps=3, batch_size=4, progress=False, kl_data=KL, kl_weight=1.0)
+    res = train_lora(llama, DATA, out=tmp_path / "small", kl_batch_size=2, **kw)
+    assert calls == {"fused": [2, 2, 2], "own": []} and all(c["kl"] >= 0 and c["sft"] > 0 for c in res.metrics["curve"])
+    calls["fused"].clear()
+    train_lora(llama, DATA, out=tmp_path / "equal", kl_batch_size=4, **kw)
+    assert calls == {"fused": [], "own": [4, 4, 4]}
 
 
 def test_legacy_vocab_scaling_divides_the_kl_by_vocab(llama, tmp_path):

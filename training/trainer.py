@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -173,9 +173,11 @@ def _dist():
     return st, st.num_processes, st.process_index, lambda t: reduce(t, reduction="sum")
 
 
-def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+def _masked_logits(model: Model, batch: dict, mask: torch.Tensor, split: int | None = None):
     """Logits ``[n, V]`` that predict the tokens selected by ``mask`` ``[B, T]`` (the LM head runs only there:
-    position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built)."""
+    position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built).
+    With ``split`` = k: a pair, the logits of rows ``< k`` and of rows ``≥ k``, from one forward and two head calls
+    (slicing one ``[n, V]`` instead would make its backward build full-size ``[n, V]`` gradients per slice)."""
     from interp.hooks import decoder, unwrap
 
     hf = unwrap(model.hf)
@@ -184,14 +186,20 @@ def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tenso
     if base is hf or head is None:  # unusual architecture: fall back to full logits
         logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
                     use_cache=False).logits
-        return logits[:, :-1][mask[:, 1:]]
+        if split is None:
+            return logits[:, :-1][mask[:, 1:]]
+        return logits[:split, :-1][mask[:split, 1:]], logits[split:, :-1][mask[split:, 1:]]
     h = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
              use_cache=False).last_hidden_state
-    logits = head(h[:, :-1][mask[:, 1:]])
     cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+
+    def logits(rows: slice) -> torch.Tensor:
+        out = head(h[rows, :-1][mask[rows, 1:]])
+        return torch.tanh(out / cap) * cap if cap else out
+
+    if split is None:
+        return logits(slice(None))
+    return logits(slice(None, split)), logits(slice(split, None))
 
 
 def sft_loss_sum(model: Model, batch: dict) -> torch.Tensor:
@@ -218,6 +226,29 @@ def kl_sum(model: Model, solution: Solution, batch: dict) -> tuple[torch.Tensor,
     cur = torch.log_softmax(_masked_logits(model, batch, mask).float(), -1)
     kl = (ref.exp() * (ref - cur)).sum()
     return kl, int(ref.shape[0])
+
+
+def sft_and_kl_sums(model: Model, solution: Solution, sft: Sequence, kl: Sequence, pad_id: int,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`sft_loss_sum` of the examples ``sft`` and :func:`kl_sum` of the examples ``kl``, with the student's
+    forward over both in one right-padded batch ``[len(sft) + len(kl), T]`` (the reference forward, adapter off and
+    without grad, runs on ``kl`` alone). Equal to the two separate calls up to float rounding: right padding never
+    reaches an earlier position under the causal mask. Why fused: on a CPU one short sequence runs at ≈ 60 % of the
+    per-token speed of a batch (docs/environment.md, "Why a KL-narrow step costs …"); the price is that the graphs
+    of both batches are alive at once until the one backward."""
+    kb = collate(list(kl), pad_id, device)
+    with torch.no_grad(), solution.reference():
+        ref = torch.log_softmax(_masked_logits(model, kb, kb["loss_mask"] > 0).float(), -1)  # [n_kl, V]
+    b = collate(list(sft) + list(kl), pad_id, device)
+    mask = b["loss_mask"] > 0  # [B_sft + B_kl, T]
+    sft_logits, kl_logits = _masked_logits(model, b, mask, split=len(sft))  # [n_sft, V], [n_kl, V]
+    sel = (mask & _shifted(mask))[: len(sft)]
+    nll = torch.nn.functional.cross_entropy(sft_logits.float(), b["input_ids"][: len(sft)][sel], reduction="none")
+    ce = (nll * b["loss_mask"][: len(sft)][sel]).sum()
+    cur = torch.log_softmax(kl_logits.float(), -1)
+    assert cur.shape == ref.shape, (cur.shape, ref.shape)  # the same loss positions in both batches
+    kl_tok = torch.nn.functional.kl_div(cur, ref, reduction="sum", log_target=True)  # Σ exp(ref)·(ref − cur)
+    return ce, kl_tok, int(ref.shape[0])
 
 
 def seq_logprob(model: Model, batch: dict) -> torch.Tensor:
@@ -469,8 +500,8 @@ def fit(
             bad = False
 
             def backward(term: torch.Tensor) -> None:
-                # one backward per term: the graph of each batch is freed before the next batch's forward, so the
-                # KL batch does not stack its activations on top of the SFT batch's (peak ≈ the larger of the two)
+                # one backward per forward: the graph of each batch is freed before the next batch's forward (the
+                # KL-narrow SFT + KL batch is one forward, sft_and_kl_sums; the retain batch is its own)
                 nonlocal bad
                 if not torch.isfinite(term):
                     bad = True
@@ -479,7 +510,23 @@ def fit(
 
             for k, idx in enumerate(chunk):
                 mine = shard(idx)
-                if mine and not bad:
+                j = (step * cfg.grad_accum + k) * cfg.kl_batch_size  # this micro-batch's first auxiliary example
+                aidx = [(j + i) % len(kl_set.examples) for i in range(cfg.kl_batch_size)] if kl_set is not None else []
+                # fused only where it pays: a KL micro-batch smaller than the SFT one (measured, bench/training.py:
+                # the default 1 KL sequence per 4 SFT ones, step 1.66 → 1.36 s; at 4 per 4 no time saved, +30 % peak)
+                fused = (cfg.objective == "sft" and kl_set is not None and cfg.kl_weight and mine
+                         and 0 < len(shard(aidx)) < len(mine))
+                if fused and not bad:  # SFT and KL terms from one student forward (sft_and_kl_sums)
+                    ce, s_, _ = sft_and_kl_sums(model, solution, [train.examples[i] for i in mine],
+                                                [kl_set.examples[i] for i in shard(aidx)], pad, dev)
+                    ce = ce / max(n_loss, 1)
+                    n_aux = max(_loss_tokens([kl_set.examples[i] for i in aidx]), 1)
+                    term = s_ / n_aux / (V if cfg.legacy_vocab_scaling else 1.0) / len(chunk)
+                    logs["sft"] += ce.item()
+                    logs["kl"] += term.item()
+                    backward(ce + cfg.kl_weight * term)
+                    n_tokens_seen += int(sum(len(train.examples[i].ids) for i in mine))
+                elif mine and not bad:
                     b = collate([train.examples[i] for i in mine], pad, dev)
                     if cfg.objective == "sft":
                         ce = sft_loss_sum(model, b) / max(n_loss, 1)
@@ -494,7 +541,7 @@ def fit(
                         backward(npo)
                     n_tokens_seen += int(b["attention_mask"].sum())
                 for aux, weight, name in ((kl_set, cfg.kl_weight, "kl"), (retain_set, cfg.retain_weight, "retain")):
-                    if aux is None or not weight or bad:
+                    if aux is None or not weight or bad or (name == "kl" and fused):
                         continue
                     j = (step * cfg.grad_accum + k) * cfg.kl_batch_size
                     aidx = [(j + i) % len(aux.examples) for i in range(cfg.kl_batch_size)]
