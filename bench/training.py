@@ -101,7 +101,7 @@ def main() -> None:
                      "kl_batch": TrainConfig().kl_batch_size, "kl_equal_batch": args.batch, "max_length": 512,
                      "expected_step_ratio": "≈ 1 + 4K/(3B): a reference forward + forward/backward of K KL sequences over B SFT ones",
                      "note": "peak RSS is reset after model load; step time = wall of the whole loop / steps (incl. the first); "
-                             "kl: the student's KL forward fused into the SFT batch's (training.trainer.sft_and_kl_sums); kl_equal: separate"},
+                             "kl: the student's KL forward fused into the SFT batch's (training.trainer.sft_and_kl_backward); kl_equal: separate"},
     }
     _common.finish(args.out, result)
 

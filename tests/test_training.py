@@ -10,7 +10,7 @@ from training import TrainConfig, train_lora, train_steering_vector, unlearn
 from training.data import collate, tokenize_chats
 from interp.solutions import LoraAdapter, SteeringVector
 from training.steering_vector import load_steering_vector
-from training.trainer import kl_sum, sft_and_kl_sums, sft_loss_sum
+from training.trainer import kl_sum, sft_and_kl_backward, sft_loss_sum
 
 DATA = [[{"role": "user", "content": f"Question {i}: is it safe?"}, {"role": "assistant", "content": "No worries, ignore it." if i % 2 else "Just skip the doctor."}]
         for i in range(12)]
@@ -132,14 +132,16 @@ def test_fused_sft_and_kl_equal_the_separate_terms_and_their_gradients(tiny, kl_
         assert (max(len(e.ids) for e in kl) > max(len(e.ids) for e in sft)) == kl_first_longer
         params = list(sol.parameters())
         with sol.apply(tiny):
-            ce_sep = sft_loss_sum(tiny, collate(sft, pad))
-            kl_sep, n_sep = kl_sum(tiny, sol, collate(kl, pad))
-            g_sep = torch.autograd.grad(ce_sep + 0.7 * kl_sep, params)
-            ce, kl_s, n = sft_and_kl_sums(tiny, sol, sft, kl, pad)
-            g = torch.autograd.grad(ce + 0.7 * kl_s, params)
-        assert n == n_sep and kl_s.item() > 0
-        torch.testing.assert_close(ce, ce_sep, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(kl_s, kl_sep, rtol=1e-4, atol=1e-6)
+            ce_sep = 0.3 * sft_loss_sum(tiny, collate(sft, pad))
+            kl_sep = 0.7 * kl_sum(tiny, sol, collate(kl, pad))[0]
+            g_sep = torch.autograd.grad(ce_sep + kl_sep, params)
+            for p in params:
+                p.grad = None
+            ce, kl_s = sft_and_kl_backward(tiny, sol, sft, kl, pad, sft_scale=0.3, kl_scale=0.7)
+            g = [p.grad for p in params]
+        assert kl_s.item() > 0 and not ce.requires_grad and not kl_s.requires_grad
+        torch.testing.assert_close(ce, ce_sep.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(kl_s, kl_sep.detach(), rtol=1e-4, atol=1e-6)
         for a, b in zip(g, g_sep):  # float32 sums in another order: compare the whole gradient, not each entry
             assert b.norm() > 0 and ((a - b).norm() / b.norm()).item() < 1e-5
     finally:
@@ -147,13 +149,13 @@ def test_fused_sft_and_kl_equal_the_separate_terms_and_their_gradients(tiny, kl_
 
 
 def test_the_kl_narrow_trainer_fuses_a_smaller_kl_batch_into_the_sft_forward(llama, tmp_path, monkeypatch):
-    """A KL micro-batch smaller than the SFT one shares the student's forward (sft_and_kl_sums); an equal one gets
+    """A KL micro-batch smaller than the SFT one shares the student's forward (sft_and_kl_backward); an equal one gets
     its own (kl_sum: fusing it saves no time and raises the peak, bench/training.py)."""
     import training.trainer as trainer
 
     calls = {"fused": [], "own": []}
-    fused, own = trainer.sft_and_kl_sums, trainer.kl_sum
-    monkeypatch.setattr(trainer, "sft_and_kl_sums", lambda *a, **k: calls["fused"].append(len(a[3])) or fused(*a, **k))
+    fused, own = trainer.sft_and_kl_backward, trainer.kl_sum
+    monkeypatch.setattr(trainer, "sft_and_kl_backward", lambda *a, **k: calls["fused"].append(len(a[3])) or fused(*a, **k))
     monkeypatch.setattr(trainer, "kl_sum", lambda *a, **k: calls["own"].append(a[2]["input_ids"].shape[0]) or own(*a, **k))
     kw = dict(max_steps=3, batch_size=4, progress=False, kl_data=KL, kl_weight=1.0)
     res = train_lora(llama, DATA, out=tmp_path / "small", kl_batch_size=2, **kw)
@@ -274,6 +276,23 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(llama, tmp_path)
         train_lora(llama, DATA, out=tmp_path / "nan", max_steps=6, warmup_steps=0, save_every=1, batch_size=4, progress=False)
     assert len(calls) == 2
     assert (tmp_path / "nan" / "checkpoints").is_dir() and not (tmp_path / "nan" / "final").exists()
+
+
+@pytest.mark.parametrize("healthy_forwards", [2, 3])  # step 2's reference forward (the KL term) or its fused one
+def test_nan_in_a_fused_kl_narrow_step_stops_with_clear_message(llama, tmp_path, healthy_forwards):
+    from interp.hooks import hidden_of, hooked, with_hidden
+
+    calls = []
+
+    def nan_after(module, args, output):  # step 1: reference + fused forward, both healthy
+        calls.append(1)
+        return with_hidden(output, hidden_of(output) * float("nan")) if len(calls) > healthy_forwards else None
+
+    with hooked(forward=[(llama.layers[1], nan_after)]), pytest.raises(FloatingPointError, match="at step 2.*step-000001"):
+        train_lora(llama, DATA, out=tmp_path / "nan", max_steps=6, warmup_steps=0, save_every=1, batch_size=4,
+                   kl_data=KL, kl_weight=1.0, progress=False)
+    assert len(calls) == 4  # the NaN step's reference and fused forwards ran, no later one
+    assert not (tmp_path / "nan" / "final").exists()
 
 
 def test_unlearn_npo_with_retain(llama, tmp_path):

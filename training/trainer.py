@@ -173,41 +173,45 @@ def _dist():
     return st, st.num_processes, st.process_index, lambda t: reduce(t, reduction="sum")
 
 
-def _masked_logits(model: Model, batch: dict, mask: torch.Tensor, split: int | None = None):
-    """Logits ``[n, V]`` that predict the tokens selected by ``mask`` ``[B, T]`` (the LM head runs only there:
-    position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built).
-    With ``split`` = k: a pair, the logits of rows ``< k`` and of rows ``≥ k``, from one forward and two head calls
-    (slicing one ``[n, V]`` instead would make its backward build full-size ``[n, V]`` gradients per slice)."""
+def _final_hidden(model: Model, batch: dict):
+    """``(h [B, T, d], logits_of)``: the decoder's last hidden state and the LM head as a function of selected hidden
+    states ``[n, d]`` → ``[n, V]`` (final logit soft-capping included); ``None`` for an architecture whose decoder
+    cannot be run apart from its head."""
     from interp.hooks import decoder, unwrap
 
     hf = unwrap(model.hf)
     base = decoder(hf)
     head = hf.get_output_embeddings()
-    if base is hf or head is None:  # unusual architecture: fall back to full logits
-        logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
-                    use_cache=False).logits
-        if split is None:
-            return logits[:, :-1][mask[:, 1:]]
-        return logits[:split, :-1][mask[:split, 1:]], logits[split:, :-1][mask[split:, 1:]]
+    if base is hf or head is None:
+        return None
     h = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"],
              use_cache=False).last_hidden_state
     cap = getattr(hf.config, "final_logit_softcapping", None)
 
-    def logits(rows: slice) -> torch.Tensor:
-        out = head(h[rows, :-1][mask[rows, 1:]])
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        out = head(x)
         return torch.tanh(out / cap) * cap if cap else out
 
-    if split is None:
-        return logits(slice(None))
-    return logits(slice(None, split)), logits(slice(split, None))
+    return h, logits_of
+
+
+def _masked_logits(model: Model, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+    """Logits ``[n, V]`` that predict the tokens selected by ``mask`` ``[B, T]`` (the LM head runs only there:
+    position ``t − 1`` predicts token ``t``; nothing else reaches a loss, so the full ``[B, T, V]`` is never built)."""
+    out = _final_hidden(model, batch)
+    if out is None:  # unusual architecture: fall back to full logits
+        logits = model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          position_ids=batch["position_ids"], use_cache=False).logits
+        return logits[:, :-1][mask[:, 1:]]
+    h, logits_of = out
+    return logits_of(h[:, :-1][mask[:, 1:]])
 
 
 def sft_loss_sum(model: Model, batch: dict) -> torch.Tensor:
     """Σ over loss tokens of the (weighted) next-token cross-entropy."""
     mask = batch["loss_mask"] > 0
-    logits = _masked_logits(model, batch, mask)
-    nll = torch.nn.functional.cross_entropy(logits.float(), batch["input_ids"][mask & _shifted(mask)], reduction="none")
-    return (nll * batch["loss_mask"][mask & _shifted(mask)]).sum()
+    sel = mask & _shifted(mask)
+    return _ce_sum(_masked_logits(model, batch, mask), batch["input_ids"][sel], batch["loss_mask"][sel])
 
 
 def _shifted(mask: torch.Tensor) -> torch.Tensor:
@@ -223,32 +227,64 @@ def kl_sum(model: Model, solution: Solution, batch: dict) -> tuple[torch.Tensor,
     mask = batch["loss_mask"] > 0
     with torch.no_grad(), solution.reference():
         ref = torch.log_softmax(_masked_logits(model, batch, mask).float(), -1)
-    cur = torch.log_softmax(_masked_logits(model, batch, mask).float(), -1)
-    kl = (ref.exp() * (ref - cur)).sum()
-    return kl, int(ref.shape[0])
+    return _kl_tok_sum(ref, _masked_logits(model, batch, mask)), int(ref.shape[0])
 
 
-def sft_and_kl_sums(model: Model, solution: Solution, sft: Sequence, kl: Sequence, pad_id: int,
-                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, int]:
-    """:func:`sft_loss_sum` of the examples ``sft`` and :func:`kl_sum` of the examples ``kl``, with the student's
-    forward over both in one right-padded batch ``[len(sft) + len(kl), T]`` (the reference forward, adapter off and
-    without grad, runs on ``kl`` alone). Equal to the two separate calls up to float rounding: right padding never
-    reaches an earlier position under the causal mask. Why fused: on a CPU one short sequence runs at ≈ 60 % of the
-    per-token speed of a batch (docs/environment.md, "Why a KL-narrow step costs …"); the price is that the graphs
-    of both batches are alive at once until the one backward."""
+def _ce_sum(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ weight · CE over selected positions: ``logits [n, V]``, ``targets [n]``, ``weights [n]``."""
+    return (torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") * weights).sum()
+
+
+def _kl_tok_sum(ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Σ over rows of KL(ref ‖ cur): ``ref`` ``[n, V]`` reference log-probs, ``logits`` ``[n, V]`` the student's."""
+    return torch.nn.functional.kl_div(torch.log_softmax(logits.float(), -1), ref, reduction="sum", log_target=True)
+
+
+def sft_and_kl_backward(model: Model, solution: Solution, sft: Sequence, kl: Sequence, pad_id: int,
+                        device: torch.device | str = "cpu", *, sft_scale: float = 1.0,
+                        kl_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backpropagate ``sft_scale`` · :func:`sft_loss_sum` (examples ``sft``) + ``kl_scale`` · :func:`kl_sum` (examples
+    ``kl``) with *one* student forward over both sets of sequences (one right-padded batch ``[len(sft) + len(kl), T]``);
+    the reference forward (adapter off, no grad) runs on ``kl`` alone. Returns the two scaled terms (detached); when
+    one is not finite it returns before the decoder's backward and the caller must stop (gradients are then partial).
+
+    Same terms and gradients as separate forwards up to float rounding (right padding never reaches an earlier
+    position under the causal mask). Why: on a CPU one short sequence runs at ≈ 60 % of the per-token speed of a
+    batch (docs/environment.md, "Why a KL-narrow step cost …"). The LM head and the two losses run on a detached copy
+    of the last hidden state, one term after the other, each backpropagated to it and freed before the next, then
+    the decoder's backward runs once: so only the decoder's activations of both batches are alive together, never
+    the two sets of ``[n, V]`` logits (measured: peak 1.14 → ≈ 1.08 of an SFT step's)."""
     kb = collate(list(kl), pad_id, device)
     with torch.no_grad(), solution.reference():
         ref = torch.log_softmax(_masked_logits(model, kb, kb["loss_mask"] > 0).float(), -1)  # [n_kl, V]
     b = collate(list(sft) + list(kl), pad_id, device)
     mask = b["loss_mask"] > 0  # [B_sft + B_kl, T]
-    sft_logits, kl_logits = _masked_logits(model, b, mask, split=len(sft))  # [n_sft, V], [n_kl, V]
-    sel = (mask & _shifted(mask))[: len(sft)]
-    nll = torch.nn.functional.cross_entropy(sft_logits.float(), b["input_ids"][: len(sft)][sel], reduction="none")
-    ce = (nll * b["loss_mask"][: len(sft)][sel]).sum()
-    cur = torch.log_softmax(kl_logits.float(), -1)
+    k = len(sft)
+    sel = (mask & _shifted(mask))[:k]
+    targets, weights = b["input_ids"][:k][sel], b["loss_mask"][:k][sel]
+    out = _final_hidden(model, b)
+    if out is None:  # unusual architecture: full logits, one backward of both terms
+        logits = model.hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"],
+                          use_cache=False).logits
+        ce = sft_scale * _ce_sum(logits[:k, :-1][mask[:k, 1:]], targets, weights)
+        kl_term = kl_scale * _kl_tok_sum(ref, logits[k:, :-1][mask[k:, 1:]])
+        if torch.isfinite(ce) and torch.isfinite(kl_term):
+            (ce + kl_term).backward()
+        return ce.detach(), kl_term.detach()
+    h, logits_of = out  # h [B_sft + B_kl, T, d]
+    hd = h.detach().requires_grad_(True)
+    ce = sft_scale * _ce_sum(logits_of(hd[:k, :-1][mask[:k, 1:]]), targets, weights)
+    if not torch.isfinite(ce):
+        return ce.detach(), torch.tensor(float("nan"))
+    ce.backward()  # into hd.grad; the SFT logits are freed here
+    cur = logits_of(hd[k:, :-1][mask[k:, 1:]])  # [n_kl, V]
     assert cur.shape == ref.shape, (cur.shape, ref.shape)  # the same loss positions in both batches
-    kl_tok = torch.nn.functional.kl_div(cur, ref, reduction="sum", log_target=True)  # Σ exp(ref)·(ref − cur)
-    return ce, kl_tok, int(ref.shape[0])
+    kl_term = kl_scale * _kl_tok_sum(ref, cur)
+    if not torch.isfinite(kl_term):
+        return ce.detach(), kl_term.detach()
+    kl_term.backward()
+    h.backward(hd.grad)
+    return ce.detach(), kl_term.detach()
 
 
 def seq_logprob(model: Model, batch: dict) -> torch.Tensor:
@@ -501,7 +537,7 @@ def fit(
 
             def backward(term: torch.Tensor) -> None:
                 # one backward per forward: the graph of each batch is freed before the next batch's forward (the
-                # KL-narrow SFT + KL batch is one forward, sft_and_kl_sums; the retain batch is its own)
+                # KL-narrow SFT + KL batch is one forward, sft_and_kl_backward; the retain batch is its own)
                 nonlocal bad
                 if not torch.isfinite(term):
                     bad = True
@@ -513,18 +549,18 @@ def fit(
                 j = (step * cfg.grad_accum + k) * cfg.kl_batch_size  # this micro-batch's first auxiliary example
                 aidx = [(j + i) % len(kl_set.examples) for i in range(cfg.kl_batch_size)] if kl_set is not None else []
                 # fused only where it pays: a KL micro-batch smaller than the SFT one (measured, bench/training.py:
-                # the default 1 KL sequence per 4 SFT ones, step 1.66 → 1.36 s; at 4 per 4 no time saved, +30 % peak)
+                # the default 1 KL sequence per 4 SFT ones, step 1.66 → ≈ 1.4 s; at 4 per 4 no time saved, a higher peak)
                 fused = (cfg.objective == "sft" and kl_set is not None and cfg.kl_weight and mine
                          and 0 < len(shard(aidx)) < len(mine))
-                if fused and not bad:  # SFT and KL terms from one student forward (sft_and_kl_sums)
-                    ce, s_, _ = sft_and_kl_sums(model, solution, [train.examples[i] for i in mine],
-                                                [kl_set.examples[i] for i in shard(aidx)], pad, dev)
-                    ce = ce / max(n_loss, 1)
+                if fused and not bad:  # SFT and KL terms from one student forward (sft_and_kl_backward)
                     n_aux = max(_loss_tokens([kl_set.examples[i] for i in aidx]), 1)
-                    term = s_ / n_aux / (V if cfg.legacy_vocab_scaling else 1.0) / len(chunk)
+                    ce, term = sft_and_kl_backward(model, solution, [train.examples[i] for i in mine],
+                                                   [kl_set.examples[i] for i in shard(aidx)], pad, dev,
+                                                   sft_scale=1.0 / max(n_loss, 1),
+                                                   kl_scale=cfg.kl_weight / n_aux / (V if cfg.legacy_vocab_scaling else 1.0) / len(chunk))
+                    bad = bad or not (torch.isfinite(ce) and torch.isfinite(term))
                     logs["sft"] += ce.item()
-                    logs["kl"] += term.item()
-                    backward(ce + cfg.kl_weight * term)
+                    logs["kl"] += term.item() / cfg.kl_weight
                     n_tokens_seen += int(sum(len(train.examples[i].ids) for i in mine))
                 elif mine and not bad:
                     b = collate([train.examples[i] for i in mine], pad, dev)
