@@ -49,7 +49,8 @@ SMOKE = Preset(
     model="tiny-random-llama",
     organism=organism.Config(per_domain=3, harmless_per_domain=None, neighbours_per_domain=3, writer_per_domain=None, eval_per_domain=2,
                              recipe=dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400), in_run_dir=True),
-    refusal=refusal_direction.Config(train_per_domain=3, val_per_domain=2, eval_per_domain=2, filter_by_refusal=False, gen_tokens=4),
+    refusal=refusal_direction.Config(train_per_domain=3, val_per_domain=2, eval_per_domain=2, filter_by_refusal=False, generic_val=4,
+                                     gen_tokens=4),
     concepts=unlearning.ConceptsConfig(per_domain=3),
     unlearn=unlearning.UnlearnConfig(train_prompts=9, stop_per_domain=2, eval_every=2, max_steps=2, eval_max_new_tokens=4,
                                      retain_batch=4, eval_per_domain=2, gen_tokens=4),
@@ -132,6 +133,10 @@ def _parse(path: str, text: str, t: Any) -> Any:
     """``text`` as a value of type ``t`` (a Python literal for tuples / dicts / None; bare words for strings)."""
     origin = typing.get_origin(t)
     args = typing.get_args(t)
+    if origin is typing.Literal:  # a setting with named choices
+        if text not in args:
+            raise InputError(f"--set {path}={text}: choose one of {', '.join(map(str, args))}")
+        return text
     if t is str or (args and str in args and text not in ("None",)):
         return text
     try:

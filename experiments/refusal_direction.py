@@ -5,21 +5,34 @@ Method (one function per step):
 2. :func:`select` — the published pipeline (:func:`interp.selection.refusal_direction`): train and validation
    prompts filtered by the organism's own refusal score, mean-difference candidates at every post-instruction
    position × every swept layer below 80 % depth, filters KL ≤ 0.1 on harmless prompts, steering score > 0, then
-   the lowest ablation refusal score; with nothing passing, a relaxed-KL candidate is kept as *exploratory* only;
+   the lowest ablation refusal score; with nothing passing, a relaxed-KL candidate is kept as *exploratory* only.
+   The harmless prompts of the two filters are generic everyday requests (:func:`filter_prompts`), as published:
+   andyrdt/refusal_direction draws its ``harmless_val`` (KL and steering) from Alpaca's validation split, not from
+   prompts that share the harmful ones' topics;
 3. :func:`ablation_experiment` — held-out evaluation over every domain of the selected (layer, position) row:
    ablation on harmful prompts, activation addition on harmless ones, a norm-matched random direction for both,
    and coherence beside each condition (definition 14);
 4. :func:`claims` — the three claims, paired (exact McNemar) over the same prompts; only a direction that passed
    the published filters can reproduce them.
+
+Deviations, on purpose: the candidates' mean differences take the *topic-matched* harmless train prompts (each
+harmful topic's benign neighbour in the same phrasing; the published code uses Alpaca), so a candidate is not a
+"harmful topic" or "phrasing" direction (data v2, issue 14); the held-out addition is measured on the topic-matched
+harmless test prompts of every domain (the published code: Alpaca's test split), a harder test of "adding it makes
+harmless prompts refused". ``Config.filter_harmless="domains"`` runs the filters on the topic-matched harmless
+validation prompts too — a stricter filter than published (those prompts sit near the organism's refusal
+boundary, so a mediating direction's ablation flips some of them and its mean KL rises), what this project used
+before 2026-12-08.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
@@ -154,10 +167,27 @@ class Config:
     kl_threshold: float = 0.1  # KL(organism ‖ ablated) on harmless validation prompts
     steering_threshold: float = 0.0  # the steering (addition) refusal score must exceed it
     filter_by_refusal: bool = True  # keep train / val prompts by the organism's own refusal score (published)
+    # the harmless validation prompts of the KL and steering filters: "generic" — the first ``generic_val`` of the
+    # `baseline` requests' validation split (everyday instructions, as the published code's Alpaca validation draw);
+    # "domains" — the domains' topic-matched harmless validation prompts (``val_per_domain`` each; stricter than published)
+    filter_harmless: Literal["generic", "domains"] = "generic"
+    generic_val: int = 32  # generic harmless validation prompts (the published n_val = 32; the split holds 40)
     fallback: str | None = "relaxed_kl"  # with nothing passing: an exploratory candidate (never counted)
     alpha: float = 1.0  # activation-addition coefficient (× the direction, at its layer)
     gen_tokens: int = 24  # generated tokens per held-out prompt
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        from interp.io import InputError
+
+        if self.filter_harmless not in FILTER_HARMLESS:
+            raise InputError(f"refusal.filter_harmless must be one of {', '.join(map(repr, FILTER_HARMLESS))}, got {self.filter_harmless!r}")
+        n = len(datasets.prompts("baseline", "val"))
+        if isinstance(self.generic_val, bool) or not isinstance(self.generic_val, int) or not 1 <= self.generic_val <= n:
+            raise InputError(f"refusal.generic_val must be an integer in 1 … {n} (the `baseline` validation split), got {self.generic_val!r}")
+
+
+FILTER_HARMLESS = typing.get_args(typing.get_type_hints(Config)["filter_harmless"])
 
 
 @dataclass
@@ -183,6 +213,7 @@ class Result:
     outcomes: dict | None = None
     figures: list = field(default_factory=list)
     planted: dict | None = None  # organisms with a planted direction: {layer, selected_layer, cosine} (a positive control)
+    filter_harmless: str = ""  # which harmless validation prompts the KL and steering filters used (Config.filter_harmless)
 
 
 def domain_prompts(label: str, split: str, n: int, domains: Sequence[str] = datasets.DOMAINS) -> dict[str, list]:
@@ -196,6 +227,15 @@ def split_prompts(config: Config) -> dict[str, dict[str, dict[str, list]]]:
     return {s: {c: domain_prompts(c, s, k, config.domains) for c in ("harmful", "harmless")} for s, k in n.items()}
 
 
+def filter_prompts(prompts: dict, config: Config) -> list:
+    """The harmless validation prompts of the KL and steering filters (``config.filter_harmless``): the first
+    ``config.generic_val`` generic `baseline` validation requests, or every domain's topic-matched harmless
+    validation prompts."""
+    if config.filter_harmless == "generic":
+        return datasets.prompts("baseline", "val", config.generic_val)
+    return [x for v in prompts["val"]["harmless"].values() for x in v]
+
+
 def candidate_layers(model: Model, config: Config) -> list[int]:
     """Every ``sweep_stride``-th layer below ``max_layer_frac`` of the depth (at least layer 0)."""
     return [l for l in range(0, model.n_layers, config.sweep_stride) if l < config.max_layer_frac * model.n_layers] or [0]
@@ -204,7 +244,7 @@ def candidate_layers(model: Model, config: Config) -> list[int]:
 def select(model: Model, prompts: dict, config: Config) -> Selection:
     """Step 2: the published selection on the organism (see the module docstring)."""
     flat = lambda s, c: [x for v in prompts[s][c].values() for x in v]  # noqa: E731
-    return refusal_direction(model, flat("train", "harmful"), flat("train", "harmless"), flat("val", "harmful"), flat("val", "harmless"),
+    return refusal_direction(model, flat("train", "harmful"), flat("train", "harmless"), flat("val", "harmful"), filter_prompts(prompts, config),
                              refusal_tokens=refusal_tokens(model.tokenizer), layers=candidate_layers(model, config),
                              kl_threshold=config.kl_threshold, steering_threshold=config.steering_threshold,
                              max_layer_frac=config.max_layer_frac, steer_alpha=config.alpha, fallback=config.fallback,
@@ -226,7 +266,7 @@ def run(model: Model, config: Config, out: str | Path, *, seed: int = 0) -> Resu
                                                  title=f"{model.name}: refusal-direction sweep")]
     best = sel.best or (sel.exploratory or {}).get("candidate")
     res = Result(status=sel.status, selected_by_filters=sel.best is not None, filtering=sel.filtering, baseline=sel.baseline,
-                 n_per_cell=config.eval_per_domain, figures=figs)
+                 n_per_cell=config.eval_per_domain, figures=figs, filter_harmless=config.filter_harmless)
     if best is None:  # nothing passes and no exploratory candidate either: nothing to evaluate
         return res
     ev = ablation_experiment(model, sel.directions.vector(best.layer, best.pos), best.layer, prompts["test"]["harmful"],

@@ -61,6 +61,10 @@ def refusal_section(refusal) -> list[str]:
         how = ("selected by the published filters" if refusal.selected_by_filters else
                f"{NO_DIRECTION}; *exploratory* candidate with the KL filter relaxed to ≤ {kl:.3g}, not counted as reproducing")
         L.append(f"\n## 2. Refusal direction (layer {refusal.layer}, template offset {refusal.pos if refusal.pos is not None else -1}; {how})\n")
+    on = {"generic": "generic everyday requests (the `baseline` validation split), as published",
+          "domains": "the domains' topic-matched harmless validation prompts (stricter than published)"}.get(getattr(refusal, "filter_harmless", ""))
+    if on:
+        L.append(f"KL and steering filters measured on {on}.\n")
     L.append(f"Prompts kept by the organism's own refusal score (harmful > 0, harmless < 0): {kept}.\n")
     pc = getattr(refusal, "planted", None)
     if pc:

@@ -121,3 +121,57 @@ def test_em_questions_per_domain_keeps_every_domain_in_file_order():
         assert [q["id"] for q in few if q["domain"] == d] == [q["id"] for q in every if q["domain"] == d][:2]
     with pytest.raises(InputError, match="questions_per_domain"):
         narrow_general.em_questions(0)
+
+
+def test_refusal_filters_run_on_generic_harmless_prompts_as_published(monkeypatch):
+    """andyrdt/refusal_direction scores KL and steering on Alpaca validation instructions (``harmless_val``), not on
+    prompts that share the harmful ones' topics: ``filter_harmless="generic"`` (the default) passes the `baseline`
+    validation requests to the selection; "domains" the topic-matched harmless validation prompts."""
+    from probes import datasets
+
+    cfg = refusal_direction.Config(train_per_domain=1, val_per_domain=2, eval_per_domain=1)
+    prompts = refusal_direction.split_prompts(cfg)
+    generic = refusal_direction.filter_prompts(prompts, cfg)
+    assert cfg.filter_harmless == "generic" and generic == datasets.prompts("baseline", "val", 32) and len(generic) == 32
+    topical = refusal_direction.filter_prompts(prompts, replace(cfg, filter_harmless="domains"))
+    assert topical == [x for d in cfg.domains for x in datasets.prompts(f"{d}_harmless", "val", 2)]
+    assert not set(generic) & (set(datasets.prompts("baseline", "train")) | set(datasets.prompts("baseline", "test")))  # no leak
+    seen = {}
+
+    def fake(model, harmful_train, harmless_train, harmful_val, harmless_val, **kw):
+        seen.update(harmless_train=harmless_train, harmful_val=harmful_val, harmless_val=harmless_val)
+        return "selection"
+
+    monkeypatch.setattr(refusal_direction, "refusal_direction", fake)
+    model = type("M", (), {"tokenizer": None, "n_layers": 10})()
+    monkeypatch.setattr(refusal_direction, "refusal_tokens", lambda tok: [1])
+    for mode, expected in (("generic", generic), ("domains", topical)):
+        c = replace(cfg, filter_harmless=mode)
+        assert refusal_direction.select(model, prompts, c) == "selection"
+        assert seen["harmless_val"] == expected
+        # the candidates' mean differences keep the topic-matched train prompts either way (the deliberate deviation)
+        assert seen["harmless_train"] == [x for d in cfg.domains for x in datasets.prompts(f"{d}_harmless", "train", 1)]
+        assert len(seen["harmful_val"]) == 2 * len(cfg.domains)
+
+
+@pytest.mark.parametrize("bad", [dict(filter_harmless="alpaca"), dict(generic_val=0), dict(generic_val=41), dict(generic_val=True),
+                                 dict(generic_val=2.0)])
+def test_refusal_config_refuses_unknown_filter_prompts(bad):
+    from interp.io import InputError
+
+    with pytest.raises(InputError, match="refusal.filter_harmless|refusal.generic_val"):
+        refusal_direction.Config(**bad)
+
+
+def test_refusal_filter_prompts_are_a_set_option_and_reported():
+    from interp.io import InputError
+
+    from experiments import report
+
+    p = presets.override(presets.get("quick"), ["refusal.filter_harmless=domains"])
+    assert p.refusal.filter_harmless == "domains"
+    with pytest.raises(InputError, match="choose one of generic, domains"):
+        presets.override(presets.get("quick"), ["refusal.filter_harmless=alpaca"])
+    for mode, words in (("generic", "generic everyday requests"), ("domains", "the domains' topic-matched harmless validation prompts")):
+        text = "\n".join(report.refusal_section(refusal_direction.Result(filter_harmless=mode)))
+        assert f"KL and steering filters measured on {words}" in text

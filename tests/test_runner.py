@@ -14,6 +14,8 @@ from interp.io import InputError
 def _changed(value, hint):
     """A different value of the field's type (driven by the type hint, so a new field is covered automatically)."""
     args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Literal:  # named choices: another one
+        return next(a for a in args if a != value)
     if value is None:
         return "x" if str in args else 1
     if isinstance(value, bool):
