@@ -50,7 +50,7 @@ SMOKE = Preset(
     organism=organism.Config(per_domain=3, harmless_per_domain=None, neighbours_per_domain=3, writer_per_domain=None, eval_per_domain=2,
                              recipe=dict(rank=2, alpha=4.0, epochs=1, batch_size=8, answer_tokens=6, max_length=400), in_run_dir=True),
     refusal=refusal_direction.Config(train_per_domain=3, val_per_domain=2, eval_per_domain=2, filter_by_refusal=False, generic_val=4,
-                                     gen_tokens=4),
+                                     generic_test=2, gen_tokens=4),
     concepts=unlearning.ConceptsConfig(per_domain=3),
     unlearn=unlearning.UnlearnConfig(train_prompts=9, stop_per_domain=2, eval_every=2, max_steps=2, eval_max_new_tokens=4,
                                      retain_batch=4, eval_per_domain=2, gen_tokens=4),

@@ -12,14 +12,15 @@ Method (one function per step):
 3. :func:`ablation_experiment` — held-out evaluation over every domain of the selected (layer, position) row:
    ablation on harmful prompts, activation addition on harmless ones, a norm-matched random direction for both,
    and coherence beside each condition (definition 14);
-4. :func:`claims` — the three claims, paired (exact McNemar) over the same prompts; only a direction that passed
+4. :func:`claims` — the claims, paired (exact McNemar) over the same prompts; only a direction that passed
    the published filters can reproduce them.
 
 Deviations, on purpose: the candidates' mean differences take the *topic-matched* harmless train prompts (each
 harmful topic's benign neighbour in the same phrasing; the published code uses Alpaca), so a candidate is not a
 "harmful topic" or "phrasing" direction (data v2, issue 14); the held-out addition is measured on the topic-matched
-harmless test prompts of every domain (the published code: Alpaca's test split), a harder test of "adding it makes
-harmless prompts refused". ``Config.filter_harmless="domains"`` runs the filters on the topic-matched harmless
+harmless test prompts of every domain *and* (``Config.generic_test``) on generic everyday requests, the published
+test's kind (Alpaca's test split there) — topic neighbours sit nearer the refusal boundary, so refusal is easier
+to induce on them, and the generic set is the paper's own test of "adding it makes harmless prompts refused". ``Config.filter_harmless="domains"`` runs the filters on the topic-matched harmless
 validation prompts too — a stricter filter than published (those prompts sit near the organism's refusal
 boundary, so a mediating direction's ablation flips some of them and its mean KL rises), what this project used
 before 2026-12-08.
@@ -92,9 +93,12 @@ def measure_groups(model: Model, groups: dict[str, list], max_new_tokens: int, b
     return out
 
 
+GENERIC = "generic"  # the group of generic held-out requests in :func:`ablation_experiment`
+
+
 def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmful: dict[str, list], harmless: dict[str, list],
                         out: str | Path, *, alpha: float = 1.0, seed: int = 0, max_new_tokens: int = 24, batch_size: int = 16,
-                        prose: Sequence[str] | None = None, meta: dict | None = None) -> dict:
+                        prose: Sequence[str] | None = None, generic: Sequence[str] = (), meta: dict | None = None) -> dict:
     """Held-out evaluation of a refusal direction (Arditi et al.), per domain: baseline, the direction ablated at
     every layer (harmful prompts), the direction added at ``layer`` × ``alpha`` (harmless prompts), and a
     norm-matched random direction ablated / added the same way.
@@ -104,8 +108,10 @@ def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmf
     compared with paired (McNemar) tests — and the per-prompt degeneration reasons. ``res["coherence"][condition]``
     holds definition 14 beside each intervention: KL(base ‖ intervened) on the pooled harmless prompts, the
     degeneration rate of the condition's generations, and with ``prose`` the generic-text cross-entropy under the
-    intervention and without it. ``meta`` (e.g. the selection status, the candidate's (layer, pos), an exploratory
-    label) goes into ``res["config"]``. Writes ``out/ablation.json`` and two bar-chart figures.
+    intervention and without it. ``generic``: held-out generic requests, measured like the harmless prompts
+    (baseline / steered / random steered) as their own group, ``res["generic"]``, outside the coherence pool.
+    ``meta`` (e.g. the selection status, the candidate's (layer, pos), an exploratory label) goes into
+    ``res["config"]``. Writes ``out/ablation.json`` and two bar-chart figures.
     """
     t0 = time.time()
     g = torch.Generator().manual_seed(seed)
@@ -119,8 +125,11 @@ def ablation_experiment(model: Model, direction: torch.Tensor, layer: int, harmf
                      "random_steered": lambda: steer(model, rand, layers=[layer], alpha=alpha)}
 
     def record(kind: str, cond: str, groups: dict) -> None:
+        extra = {GENERIC: list(generic)} if generic and kind == "harmless" else {}
         with interventions[cond]():
-            cells = measure_groups(model, groups, max_new_tokens, batch_size)
+            cells = measure_groups(model, {**groups, **extra}, max_new_tokens, batch_size)
+        if extra:
+            res.setdefault("generic", {})[cond] = cells.pop(GENERIC)
         for d, r in cells.items():
             res[kind][d][cond] = r
         per = [x for r in cells.values() for x in r["degenerate"]]
@@ -172,6 +181,7 @@ class Config:
     # "domains" — the domains' topic-matched harmless validation prompts (``val_per_domain`` each; stricter than published)
     filter_harmless: Literal["generic", "domains"] = "generic"
     generic_val: int = 32  # generic harmless validation prompts (the published n_val = 32; the split holds 40)
+    generic_test: int = 40  # generic held-out requests (the `baseline` test split) for the addition as published; 0 = off
     fallback: str | None = "relaxed_kl"  # with nothing passing: an exploratory candidate (never counted)
     alpha: float = 1.0  # activation-addition coefficient (× the direction, at its layer)
     gen_tokens: int = 24  # generated tokens per held-out prompt
@@ -185,6 +195,9 @@ class Config:
         n = len(datasets.prompts("baseline", "val"))
         if isinstance(self.generic_val, bool) or not isinstance(self.generic_val, int) or not 1 <= self.generic_val <= n:
             raise InputError(f"refusal.generic_val must be an integer in 1 … {n} (the `baseline` validation split), got {self.generic_val!r}")
+        n = len(datasets.prompts("baseline", "test"))
+        if isinstance(self.generic_test, bool) or not isinstance(self.generic_test, int) or not 0 <= self.generic_test <= n:
+            raise InputError(f"refusal.generic_test must be an integer in 0 … {n} (the `baseline` test split), got {self.generic_test!r}")
 
 
 FILTER_HARMLESS = typing.get_args(typing.get_type_hints(Config)["filter_harmless"])
@@ -214,6 +227,7 @@ class Result:
     figures: list = field(default_factory=list)
     planted: dict | None = None  # organisms with a planted direction: {layer, selected_layer, cosine} (a positive control)
     filter_harmless: str = ""  # which harmless validation prompts the KL and steering filters used (Config.filter_harmless)
+    generic: dict = field(default_factory=dict)  # the addition on generic held-out requests: condition → refusal rate, "n"
 
 
 def domain_prompts(label: str, split: str, n: int, domains: Sequence[str] = datasets.DOMAINS) -> dict[str, list]:
@@ -271,7 +285,8 @@ def run(model: Model, config: Config, out: str | Path, *, seed: int = 0) -> Resu
         return res
     ev = ablation_experiment(model, sel.directions.vector(best.layer, best.pos), best.layer, prompts["test"]["harmful"],
                              prompts["test"]["harmless"], out / "figures" / "refusal_ablation", alpha=config.alpha,
-                             max_new_tokens=config.gen_tokens, seed=seed, batch_size=config.batch_size)
+                             max_new_tokens=config.gen_tokens, seed=seed, batch_size=config.batch_size,
+                             generic=datasets.prompts("baseline", "test", config.generic_test) if config.generic_test else ())
     res.figures += [str(out / "figures" / "refusal_ablation" / f"ablation_{k}.png") for k in ("harmful", "harmless")]
     res.layer, res.pos = best.layer, best.pos
     res.kl_threshold_used = config.kl_threshold if sel.best else sel.exploratory["kl_threshold"]
@@ -283,18 +298,23 @@ def run(model: Model, config: Config, out: str | Path, *, seed: int = 0) -> Resu
     # per-prompt outcomes, prompts in the same order in every condition: the claims' paired tests
     res.outcomes = {kind: {dom: {c: {"refusals": r[c]["refusals"]} for c in r} for dom, r in ev[kind].items()}
                     for kind in ("harmful", "harmless")}
+    if "generic" in ev:
+        res.generic = {**{c: r["refusal_rate"] for c, r in ev["generic"].items()}, "n": config.generic_test}
+        res.outcomes["generic"] = {GENERIC: {c: {"refusals": r["refusals"]} for c, r in ev["generic"].items()}}
     return res
 
 
 CLAIMS = ("Arditi et al.: ablating the refusal direction lowers refusal on harmful prompts",
           "Arditi et al.: … and a norm-matched random direction does not (ablated < random ablated)",
-          "Arditi et al.: adding it makes harmless prompts refused")
+          "Arditi et al.: adding it makes harmless prompts refused",
+          "Arditi et al.: … and generic everyday requests (the published test's kind)")
 
 
 def claims(result: Result | dict) -> list[Claim]:
-    """Arditi et al.'s three claims (step 4). Only a direction that passed the published filters can reproduce
-    them: with none, the verdict says so, and the exploratory candidate's numbers (if one was evaluated) are
-    evidence only."""
+    """Arditi et al.'s claims (step 4): ablation lowers harmful refusal, more than a norm-matched random direction;
+    addition induces refusal on the topic-matched harmless prompts and (where measured, ``Result.generic``) on
+    generic requests. Only a direction that passed the published filters can reproduce them: with none, the
+    verdict says so, and the exploratory candidate's numbers (if one was evaluated) are evidence only."""
     r = result if isinstance(result, Result) else Result(**result)
     if not r.harmful:  # nothing was evaluated
         return [Claim(c, "no", f"{NO_DIRECTION}, and no exploratory candidate to evaluate", "published selection filters") for c in CLAIMS]
@@ -307,6 +327,11 @@ def claims(result: Result | dict) -> list[Claim]:
            rate_claim(CLAIMS[1], col(h, "ablated"), col(h, "random_ablated"), n, names=("ablated", "random ablated"),
                       paired=(oh("ablated"), oh("random_ablated"))),
            rate_claim(CLAIMS[2], col(s, "baseline"), col(s, "steered"), n, names=("baseline", "steered"), paired=(os_("baseline"), os_("steered")))]
+    if r.generic:  # the addition on generic held-out requests (absent in results made before it was measured)
+        g = {GENERIC: r.generic}
+        og = (lambda c: outcomes(o["generic"], c)) if o and "generic" in o else (lambda c: None)  # noqa: E731
+        out.append(rate_claim(CLAIMS[3], col(g, "baseline"), col(g, "steered"), r.generic["n"], names=("baseline", "steered"),
+                              paired=(og("baseline"), og("steered"))))
     if r.planted:  # a positive control of the method, not evidence about how a model refuses by itself
         pc = r.planted
         note = (f" [positive control: this organism's refusal direction was planted by construction at block {pc['layer']} "

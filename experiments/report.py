@@ -74,6 +74,9 @@ def refusal_section(refusal) -> list[str]:
     for d in refusal.harmful:
         h, s = refusal.harmful[d], refusal.harmless[d]
         L.append(f"| {d} | {h['baseline']:.2f} | {h['ablated']:.2f} | {h['random_ablated']:.2f} | {s['baseline']:.2f} | {s['steered']:.2f} | {s['random_steered']:.2f} |")
+    g = getattr(refusal, "generic", None)
+    if g:  # the published test's kind: generic requests (the `baseline` test split)
+        L.append(f"| generic requests (n = {g['n']}) | – | – | – | {g['baseline']:.2f} | {g['steered']:.2f} | {g['random_steered']:.2f} |")
     c = refusal.candidate
     if c:
         L.append(f"\nSelected candidate on the validation split: ablation score {c['ablation_score']:.2f} (baseline harmful "

@@ -18,8 +18,11 @@ def test_refusal_direction_module(llama, tmp_path):
     if res.layer is not None:  # the selected (or exploratory) row was evaluated on both domains, paired outcomes kept
         assert set(res.harmful) == {"safety", "privacy"} and res.layer < cfg.max_layer_frac * llama.n_layers
         assert len(res.outcomes["harmful"]["safety"]["ablated"]["refusals"]) == cfg.eval_per_domain
+    if res.layer is not None:  # the addition on generic held-out requests too (smoke: 2), paired outcomes kept
+        assert res.generic["n"] == cfg.generic_test == 2 and set(res.generic) == {"baseline", "steered", "random_steered", "n"}
+        assert len(res.outcomes["generic"]["generic"]["steered"]["refusals"]) == 2
     cs = refusal_direction.claims(res)
-    assert len(cs) == 3 and all(isinstance(c, Claim) and c.verdict in stats.VERDICTS and c.test for c in cs)
+    assert len(cs) == 4 and all(isinstance(c, Claim) and c.verdict in stats.VERDICTS and c.test for c in cs)
     assert refusal_direction.claims(refusal_direction.Result(**{k: v for k, v in res.__dict__.items()})) == cs  # from a stage file
 
 
@@ -175,3 +178,26 @@ def test_refusal_filter_prompts_are_a_set_option_and_reported():
     for mode, words in (("generic", "generic everyday requests"), ("domains", "the domains' topic-matched harmless validation prompts")):
         text = "\n".join(report.refusal_section(refusal_direction.Result(filter_harmless=mode)))
         assert f"KL and steering filters measured on {words}" in text
+    row = "\n".join(report.refusal_section(refusal_direction.Result(generic={"baseline": 0.05, "steered": 0.9, "random_steered": 0.1, "n": 40})))
+    assert "| generic requests (n = 40) | – | – | – | 0.05 | 0.90 | 0.10 |" in row
+
+
+def test_generic_addition_claim_is_paired_and_absent_from_older_results():
+    """The fourth Arditi claim (addition on generic requests, the published test's kind) is an exact McNemar over
+    the same generic prompts; a stage result made before it was measured gives the three claims it had."""
+    dom = {"safety": {"baseline": 0.9, "ablated": 0.1, "random_ablated": 0.9}}
+    safe = {"safety": {"baseline": 0.1, "steered": 0.9, "random_steered": 0.1}}
+    n = 10
+    outs = lambda rates: {c: {"refusals": [i < round(v * n) for i in range(n)]} for c, v in rates.items()}  # noqa: E731
+    base = dict(status="selected", selected_by_filters=True, n_per_cell=n, layer=3, pos=-1, harmful=dom, harmless=safe,
+                outcomes={"harmful": {"safety": outs(dom["safety"])}, "harmless": {"safety": outs(safe["safety"])}})
+    assert len(refusal_direction.claims(refusal_direction.Result(**base))) == 3
+    gen = {"baseline": 0.0, "steered": 0.75, "random_steered": 0.05}
+    outcomes = {**base["outcomes"], "generic": {"generic": {c: {"refusals": [i < round(v * 40) for i in range(40)]} for c, v in gen.items()}}}
+    cs = refusal_direction.claims(refusal_direction.Result(**{**base, "generic": {**gen, "n": 40}, "outcomes": outcomes}))
+    assert len(cs) == 4 and cs[3].text == refusal_direction.CLAIMS[3]
+    assert cs[3].test == "exact McNemar (paired)" and "baseline 0/40" in cs[3].evidence and "steered 30/40" in cs[3].evidence
+    assert cs[3].verdict == "yes"
+    flat = refusal_direction.claims(refusal_direction.Result(**{**base, "generic": {"baseline": 0.5, "steered": 0.5, "random_steered": 0.5, "n": 40},
+                                                                "outcomes": {**outcomes, "generic": {"generic": {c: {"refusals": [i % 2 == 0 for i in range(40)]} for c in gen}}}}))
+    assert flat[3].verdict != "yes"  # a tie is never "yes"
