@@ -181,7 +181,7 @@ class Config:
     # "domains" — the domains' topic-matched harmless validation prompts (``val_per_domain`` each; stricter than published)
     filter_harmless: Literal["generic", "domains"] = "generic"
     generic_val: int = 32  # generic harmless validation prompts (the published n_val = 32; the split holds 40)
-    generic_test: int = 40  # generic held-out requests (the `baseline` test split) for the addition as published; 0 = off
+    generic_test: int = 32  # generic held-out requests (the first of the `baseline` test split's 40) for the addition as published; 0 = off
     fallback: str | None = "relaxed_kl"  # with nothing passing: an exploratory candidate (never counted)
     alpha: float = 1.0  # activation-addition coefficient (× the direction, at its layer)
     gen_tokens: int = 24  # generated tokens per held-out prompt

@@ -25,12 +25,12 @@ def test_reproduce_smoke_writes_report_and_every_figure_and_resumes(tmp_path, ca
         cells = row.strip("| ").split(" | ")
         assert cells[1] in VERDICTS and cells[3].strip(), row
     # the same prompts before / after an intervention: the exact McNemar test on the kept per-prompt outcomes (the
-    # 4 unlearning claims; the 3 refusal-direction claims too, unless no direction passes the published filters —
+    # 4 unlearning claims; the 4 refusal-direction claims too — the addition on topic neighbours and on generic requests —, unless no direction passes the published filters —
     # then they say so, and are "no" whatever an exploratory candidate does)
     from interp.selection import NO_DIRECTION
 
     arditi = [row for row in claims if row.startswith("| Arditi")]
-    assert len(arditi) == 3
+    assert len(arditi) == 4
     for row in arditi:
         assert "exact McNemar (paired)" in row or (NO_DIRECTION in row and row.split(" | ")[1] == "no"), row
     # per unlearning target: the target's own drop, EMA and retain-at-equal-drop on the same prompts, plus the
@@ -105,4 +105,4 @@ def test_refusal_claims_count_only_a_direction_that_passed_the_published_filters
     for _, v, ev in exploratory:  # the same numbers from an exploratory candidate never reproduce the claim
         assert v == "no" and NO_DIRECTION in ev and "exploratory" in ev and "its own verdict: yes" in ev
     nothing = _refusal_claims({"layer": None, "selected_by_filters": False, "n_per_cell": n})
-    assert [v for _, v, _ in nothing] == ["no"] * 3 and all(NO_DIRECTION in ev for _, _, ev in nothing)
+    assert [v for _, v, _ in nothing] == ["no"] * 4 and all(NO_DIRECTION in ev for _, _, ev in nothing)  # generic addition too
