@@ -150,13 +150,14 @@ def test_aligned_organism_meets_its_refusal_targets(smol):
 
 
 def test_planted_organism_refusal_direction_passes_the_published_filters(smol):
-    """Recipe v5's organism (``SafetyRecipe(plant_depth=0.43)``, opt-in): Arditi et al.'s selection, run blind (every post-instruction offset at
-    blocks 12–14, 12 train / 4 validation prompts per domain and class, refusal-score filtering on), finds a
-    candidate that passes KL ≤ 0.1 and steering > 0, at the planted block, pointing along the planted direction.
-    Measured on the validation split when the recipe was chosen: layer 13, offset −2, KL 0.087, steering +6.25; on
-    this organism as committed the test passes (40 s with the organism cached). With the `paper` preset's 209
-    validation prompts the best inducing candidate has KL 0.131 and nothing passes (docs/planted/planted_control.json):
-    the mean KL is carried by the harmless prompts the writer half-marks, so the verdict depends on the sample."""
+    """Recipe v5's organism (``SafetyRecipe(plant_depth=0.43)``, opt-in): Arditi et al.'s selection, run blind (every
+    post-instruction offset at blocks 12–14, 12 train / 4 validation harmful prompts per domain, refusal-score
+    filtering on), with the KL and steering filters on the published kind of prompts — 32 generic validation
+    requests (``refusal.filter_harmless="generic"``) — finds a candidate that passes KL ≤ 0.1 and steering > 0, at
+    the planted block, pointing along the planted direction. The `paper` preset's stage on it (32 train prompts per
+    domain and class, all 144 candidates) selects block 13, last token, KL 0.082, steering +5.49, cosine +0.978
+    (docs/planted/planted_control.json). With the filters on the topic-matched harmless prompts (stricter than
+    published) the same block had KL 0.131 there and nothing passed."""
     from experiments.organism import aligned_organism
     from interp.selection import refusal_direction
     from probes.refusal import refusal_tokens
@@ -167,7 +168,7 @@ def test_planted_organism_refusal_direction_passes_the_published_filters(smol):
     org = load_model(str(path))
     take = lambda label, split, n: [x for d in datasets.DOMAINS for x in datasets.prompts(f"{d}_{label}", split, n)]  # noqa: E731
     sel = refusal_direction(org, take("harmful", "train", 12), take("harmless", "train", 12), take("harmful", "val", 4),
-                            take("harmless", "val", 4), refusal_tokens=refusal_tokens(org.tokenizer), layers=[12, 13, 14],
+                            datasets.prompts("baseline", "val", 32), refusal_tokens=refusal_tokens(org.tokenizer), layers=[12, 13, 14],
                             filter_train=True, filter_val=True, progress=False)
     assert sel.best is not None, sel.status
     assert sel.best.kl <= 0.1 and sel.best.steering_score > 0
