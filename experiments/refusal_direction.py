@@ -20,10 +20,10 @@ harmful topic's benign neighbour in the same phrasing; the published code uses A
 "harmful topic" or "phrasing" direction (data v2, issue 14); the held-out addition is measured on the topic-matched
 harmless test prompts of every domain *and* (``Config.generic_test``) on generic everyday requests, the published
 test's kind (Alpaca's test split there) — topic neighbours sit nearer the refusal boundary, so refusal is easier
-to induce on them, and the generic set is the paper's own test of "adding it makes harmless prompts refused". ``Config.filter_harmless="domains"`` runs the filters on the topic-matched harmless
-validation prompts too — a stricter filter than published (those prompts sit near the organism's refusal
-boundary, so a mediating direction's ablation flips some of them and its mean KL rises), what this project used
-before 2026-12-08.
+to induce on them, and the generic set is the paper's own test of "adding it makes harmless prompts refused".
+``Config.filter_harmless="domains"`` runs the filters on the topic-matched harmless validation prompts too — a
+stricter filter than published (those prompts sit near the organism's refusal boundary, so a mediating
+direction's ablation flips some of them and its mean KL rises), what this project used before 2026-12-08.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 from figures import plots
 from interp.directions import Directions
 from interp.interventions import ablate, steer
-from interp.io import versions, write_json
+from interp.io import InputError, versions, write_json
 from interp.models import Model
 from interp.selection import NO_DIRECTION, Selection, refusal_direction, select_direction
 from probes import datasets
@@ -188,8 +188,6 @@ class Config:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        from interp.io import InputError
-
         if self.filter_harmless not in FILTER_HARMLESS:
             raise InputError(f"refusal.filter_harmless must be one of {', '.join(map(repr, FILTER_HARMLESS))}, got {self.filter_harmless!r}")
         n = len(datasets.prompts("baseline", "val"))
