@@ -29,6 +29,7 @@ direction's ablation flips some of them and its mean KL rises), what this projec
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import typing
 from dataclasses import dataclass, field
@@ -190,12 +191,18 @@ class Config:
     def __post_init__(self) -> None:
         if self.filter_harmless not in FILTER_HARMLESS:
             raise InputError(f"refusal.filter_harmless must be one of {', '.join(map(repr, FILTER_HARMLESS))}, got {self.filter_harmless!r}")
-        n = len(datasets.prompts("baseline", "val"))
+        n = _baseline_size("val")
         if isinstance(self.generic_val, bool) or not isinstance(self.generic_val, int) or not 1 <= self.generic_val <= n:
             raise InputError(f"refusal.generic_val must be an integer in 1 … {n} (the `baseline` validation split), got {self.generic_val!r}")
-        n = len(datasets.prompts("baseline", "test"))
+        n = _baseline_size("test")
         if isinstance(self.generic_test, bool) or not isinstance(self.generic_test, int) or not 0 <= self.generic_test <= n:
             raise InputError(f"refusal.generic_test must be an integer in 0 … {n} (the `baseline` test split), got {self.generic_test!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _baseline_size(split: str) -> int:
+    """Prompts in the shipped `baseline` set's ``split`` (read once: every Config construction checks against it)."""
+    return len(datasets.prompts("baseline", split))
 
 
 FILTER_HARMLESS = typing.get_args(typing.get_type_hints(Config)["filter_harmless"])
